@@ -1,0 +1,33 @@
+# The course's commands. Every target creates .venv on first use (scripts/setup.sh).
+.PHONY: course test run-course benchmark lock setup clean
+
+PY := .venv/bin/python
+
+setup:
+	@scripts/setup.sh
+
+## make course: set everything up and open JupyterLab on the notebooks
+course: setup
+	$(PY) -m jupyter lab notebooks/
+
+## make test: the whole test suite (library tests, then every notebook under nbval)
+test: setup
+	$(PY) -m pytest
+
+## make run-course: execute every notebook in order, headless, and print a summary
+run-course: setup
+	$(PY) -m mnist_lib.run_course
+
+## make benchmark: measure time-to-accuracy and write benchmarks/results/
+benchmark: setup
+	$(PY) -m benchmarks.run
+
+## make lock: refresh constraints.txt from a fresh install of requirements.txt
+lock:
+	rm -rf /tmp/course-lock-venv && python3.11 -m venv /tmp/course-lock-venv
+	/tmp/course-lock-venv/bin/pip install -q -r requirements.txt
+	( sed -n 1,2p constraints.txt; /tmp/course-lock-venv/bin/pip freeze --exclude-editable ) > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+
+clean:
+	rm -rf outputs test-artifacts
