@@ -1,0 +1,43 @@
+"""Where the course keeps its data and what it produces.
+
+One place, so that a learner who wonders "where did my model go?" finds the
+answer here. Two environment variables move things:
+
+- ``MNIST_DATA_DIR``: the folder with the four MNIST IDX files (default: the
+  course's own copy in ``data/mnist``; inside the container image, ``/app/data/mnist``).
+- ``MNIST_OUTPUT_DIR``: where checkpoints, TensorBoard logs and exported models go
+  (default: ``outputs/`` at the top of the course; on a cluster, the shared volume).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _find_course_root() -> Path:
+    # In a checkout the package sits next to data/; when installed elsewhere
+    # (a container, site-packages) fall back to the working directory.
+    if (PACKAGE_DIR.parent / "data" / "mnist").is_dir():
+        return PACKAGE_DIR.parent
+    return Path.cwd()
+
+
+COURSE_ROOT = _find_course_root()
+
+
+def data_dir() -> Path:
+    """The folder holding the MNIST IDX files."""
+    return Path(os.environ.get("MNIST_DATA_DIR", COURSE_ROOT / "data" / "mnist"))
+
+
+def digits_dir() -> Path:
+    """The folder with one example PNG per digit (``0.png`` ... ``9.png``)."""
+    return COURSE_ROOT / "data" / "digits"
+
+
+def output_dir() -> Path:
+    """The folder under which every run writes its checkpoints, logs and exports."""
+    return Path(os.environ.get("MNIST_OUTPUT_DIR", COURSE_ROOT / "outputs"))
