@@ -92,7 +92,7 @@ def parse_tf_config(environ: Mapping[str, str] | None = None) -> ClusterRole:
     - any ``ps`` replica -> parameter-server strategy (which needs a chief).
     """
     environ = os.environ if environ is None else environ
-    raw = environ.get("TF_CONFIG", "").strip()
+    raw = environ.get("TF_CONFIG", "").strip() or indexed_job_tf_config(environ)
     if not raw:
         return ClusterRole(strategy=SINGLE)
     try:
@@ -181,3 +181,26 @@ def operator_address(job_name: str, namespace: str, port: int = DEFAULT_PORT):
         return f"{job_name}-{role}-{index}.{namespace}.svc:{port}"
 
     return address
+
+
+# -- clusters without the Kubeflow training operator ---------------------------
+# An Indexed Job gives each pod JOB_COMPLETION_INDEX (0, 1, ...) and, with a
+# headless Service as its subdomain, a stable DNS name per pod. The manifest
+# lists those names once in MNIST_WORKER_HOSTS; each pod derives its own TF_CONFIG.
+WORKER_HOSTS_ENV = "MNIST_WORKER_HOSTS"
+
+
+def indexed_job_tf_config(environ: Mapping[str, str]) -> str:
+    """TF_CONFIG for a pod of an Indexed Job (multi-worker), or ``""`` if not in one."""
+    hosts = [h.strip() for h in environ.get(WORKER_HOSTS_ENV, "").split(",") if h.strip()]
+    index = environ.get("JOB_COMPLETION_INDEX", "")
+    if not hosts or index == "":
+        return ""
+    return build_tf_config({WORKER: len(hosts)}, WORKER, int(index),
+                           lambda role, i: hosts[i])
+
+
+def indexed_job_worker_hosts(job_name: str, service: str, namespace: str, workers: int,
+                             port: int = DEFAULT_PORT) -> str:
+    """The MNIST_WORKER_HOSTS value: Indexed Job pods are ``<job>-<index>.<service>``."""
+    return ",".join(f"{job_name}-{i}.{service}.{namespace}.svc:{port}" for i in range(workers))
