@@ -1,0 +1,436 @@
+"""The one training entrypoint: ``python -m mnist_lib.train`` (also the container's).
+
+The same code trains on a laptop, in a Kubernetes Job, and as one replica of a
+distributed TFJob. ``TF_CONFIG`` (see :mod:`mnist_lib.tf_config`) decides how:
+
+- no TF_CONFIG: one process, TensorFlow's default strategy;
+- workers only: ``MultiWorkerMirroredStrategy`` - every worker holds a copy of
+  the model and gradients are averaged across workers at every step;
+- chief + parameter servers + workers: ``ParameterServerStrategy`` - variables
+  live on the parameter servers, the chief schedules steps on the workers.
+
+Keras 3's ``model.fit`` does not run under either distributed strategy (keras
+issues #20585 and #18624), so training is a short custom loop: one step function
+(forward, loss, gradients, update), driven by ``strategy.run``. The loop is the
+same in all three cases; only *who calls the step* differs.
+
+The chief (worker 0 without a chief replica) writes TensorBoard scalars,
+checkpoints every epoch (a restarted replica resumes from the latest one),
+``history.json``, ``result.json`` and the export for TF Serving.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from mnist_lib import tf_config
+from mnist_lib.config import ConfigError, TrainConfig, config_from_args
+from mnist_lib.data import TRAIN_SIZE, MnistDataError
+
+STEPS_PER_CALL = 20  # training steps run inside one tf.function call (fewer Python round trips)
+
+
+@dataclass
+class TrainResult:
+    """What a finished run reports. Also written to ``<model-dir>/result.json``."""
+
+    history: list[dict[str, float]]
+    test_accuracy: float
+    test_loss: float
+    export_path: str
+    training_seconds: float  # time in the training loop, this run and any run it resumed
+    resumed_from_epoch: int
+    strategy: str
+    workers: int
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def final_val_accuracy(self) -> float:
+        return self.history[-1]["val_accuracy"] if self.history else float("nan")
+
+
+# -- helpers that need no TensorFlow -----------------------------------------
+
+def _in_notebook() -> bool:
+    return "ipykernel" in sys.modules
+
+
+def _write_json(path: Path, value: Any) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(value, indent=2))
+    tmp.replace(path)  # atomic: readers (sweeps, backends) never see half a file
+
+
+def read_history(model_dir: Path | str) -> list[dict[str, float]]:
+    """The per-epoch metrics a run wrote so far (empty if none)."""
+    path = Path(model_dir) / "history.json"
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def read_result(model_dir: Path | str) -> dict[str, Any] | None:
+    """The ``result.json`` of a finished run, or None."""
+    path = Path(model_dir) / "result.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _describe(config: TrainConfig) -> str:
+    layers = f"{config.hidden_layers} hidden layer{'s' if config.hidden_layers != 1 else ''}"
+    images = config.train_limit or TRAIN_SIZE
+    return (f"{config.architecture.upper()} with {layers} of {config.width}, "
+            f"learning rate {config.learning_rate:g}, {config.epochs} epoch(s) of "
+            f"{images:,} images, batch {config.batch_size}")
+
+
+# -- the training run ---------------------------------------------------------
+
+def train(config: TrainConfig, progress: str | bool = "auto") -> TrainResult | None:
+    """Train (or resume) according to ``config`` and TF_CONFIG; return the result on the chief.
+
+    ``progress``: ``"auto"`` shows a progress bar in a notebook and one line per
+    epoch elsewhere; ``"bar"``, ``"lines"`` or ``False`` force a style.
+    Returns None on replicas that are not the chief.
+    """
+    config.validate()
+    role = tf_config.parse_tf_config()
+    if role.strategy != tf_config.SINGLE:
+        # TensorFlow's cluster resolver reads TF_CONFIG itself; on an Indexed Job
+        # we derived it from JOB_COMPLETION_INDEX, so hand it over.
+        os.environ["TF_CONFIG"] = os.environ.get("TF_CONFIG") or tf_config.indexed_job_tf_config(os.environ)
+    if role.strategy == tf_config.PARAMETER_SERVER:
+        # As TensorFlow's parameter-server guide advises: fail RPCs fast so that the
+        # coordinator notices a lost worker and reschedules its steps elsewhere.
+        os.environ.setdefault("GRPC_FAIL_FAST", "use_caller")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+    import tensorflow as tf
+
+    if not role.runs_training_loop:
+        _serve_forever(role)
+        return None
+    if progress == "auto":
+        progress = "bar" if _in_notebook() else "lines"
+    return _TrainingRun(config, role, progress).run()
+
+
+def _serve_forever(role: tf_config.ClusterRole) -> None:
+    """Parameter servers (and workers, under PS strategy) only host a TF server.
+
+    The chief sends them variables and steps. They never finish on their own: the
+    training operator stops them when the chief succeeds (the local backend too).
+    """
+    import tensorflow as tf
+
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    server = tf.distribute.Server(resolver.cluster_spec(), job_name=resolver.task_type,
+                                  task_index=resolver.task_id,
+                                  protocol=resolver.rpc_layer or "grpc", start=True)
+    print(f"{role.task_type} {role.task_index}: TensorFlow server up at {server.target}; "
+          "waiting for the chief to send work (runs until the job is stopped)", flush=True)
+    server.join()
+
+
+class _TrainingRun:
+    """One call of :func:`train` on a replica that runs the training loop."""
+
+    def __init__(self, config: TrainConfig, role: tf_config.ClusterRole, progress: str | bool):
+        import keras
+        import tensorflow as tf
+
+        from mnist_lib.model import build_model
+
+        self.config, self.role, self.progress = config, role, progress
+        self.tf, self.keras = tf, keras
+        keras.utils.set_random_seed(config.seed)
+        self.strategy = self._make_strategy()
+        self.coordinator = None
+        if role.strategy == tf_config.PARAMETER_SERVER:
+            self.coordinator = tf.distribute.coordinator.ClusterCoordinator(self.strategy)
+
+        with self.strategy.scope():
+            # Variables created here are placed by the strategy: mirrored on every
+            # worker, or sharded onto the parameter servers.
+            self.model = build_model(config.architecture, config.hidden_layers,
+                                     config.width, config.learning_rate)
+            self.optimizer = self.model.optimizer
+            self.optimizer.build(self.model.trainable_variables)
+            self.train_loss = keras.metrics.Mean(name="loss")
+            self.train_accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+            self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        # Per-example losses: averaging over the *global* batch is done explicitly
+        # below, so that N workers with N slices of the batch add up to one step.
+        self.loss_fn = keras.losses.SparseCategoricalCrossentropy(reduction=None)
+        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
+                                              epoch=self.epoch)
+
+    # -- setup -------------------------------------------------------------
+    def _make_strategy(self):
+        tf = self.tf
+        if self.role.strategy == tf_config.MULTI_WORKER:
+            return tf.distribute.MultiWorkerMirroredStrategy()
+        if self.role.strategy == tf_config.PARAMETER_SERVER:
+            resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+            return tf.distribute.ParameterServerStrategy(resolver)
+        return tf.distribute.get_strategy()  # the default: one device, no distribution
+
+    def _train_dataset(self, input_context=None):
+        from mnist_lib.data import make_dataset
+
+        cfg = self.config
+        ds = make_dataset("train", cfg.batch_size, shuffle=True, seed=cfg.seed,
+                          limit=cfg.train_limit or None, repeat=True, drop_remainder=True,
+                          data_dir=cfg.data_dir, verify=input_context is None)
+        if input_context is not None and input_context.num_input_pipelines > 1:
+            ds = ds.unbatch().shard(input_context.num_input_pipelines,
+                                    input_context.input_pipeline_id).batch(cfg.batch_size, drop_remainder=True)
+        return ds
+
+    def _distributed_iterator(self):
+        tf = self.tf
+        if self.coordinator is not None:
+            # Parameter-server training: each worker builds its own pipeline. This
+            # function is shipped to the workers, which read the files themselves.
+            def per_worker_dataset():
+                return self.strategy.distribute_datasets_from_function(self._train_dataset)
+
+            return iter(self.coordinator.create_per_worker_dataset(per_worker_dataset))
+        ds = self._train_dataset()
+        options = tf.data.Options()
+        # One input file, so split by data, not by file, across workers.
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        return iter(self.strategy.experimental_distribute_dataset(ds.with_options(options)))
+
+    # -- the step: the heart of training -------------------------------------
+    def _build_train_steps(self):
+        tf, model, optimizer = self.tf, self.model, self.optimizer
+
+        def train_step(images, labels):
+            with tf.GradientTape() as tape:
+                probabilities = model(images, training=True)  # training=True: dropout on
+                per_example_loss = self.loss_fn(labels, probabilities)
+                loss = tf.nn.compute_average_loss(per_example_loss)
+            gradients = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+            self.train_loss.update_state(per_example_loss)
+            self.train_accuracy.update_state(labels, probabilities)
+
+        @tf.function
+        def train_steps(iterator, steps):
+            for _ in tf.range(steps):
+                images, labels = next(iterator)
+                self.strategy.run(train_step, args=(images, labels))
+
+        return train_steps
+
+    def _evaluate(self, split: str) -> tuple[float, float]:
+        """(loss, accuracy) of the current weights on a split, computed on this replica."""
+        import numpy as np
+
+        from mnist_lib.data import make_dataset
+
+        predict = self._predict
+        total_loss, correct, count = 0.0, 0, 0
+        for images, labels in make_dataset(split, 1000, data_dir=self.config.data_dir):
+            probabilities = predict(images)
+            total_loss += float(self.tf.reduce_sum(self.loss_fn(labels, probabilities)))
+            correct += int(np.sum(np.argmax(probabilities, -1) == labels.numpy()))
+            count += int(labels.shape[0])
+        return total_loss / count, correct / count
+
+    # -- the epoch loop ----------------------------------------------------------
+    def run(self) -> TrainResult | None:
+        tf, cfg, role = self.tf, self.config, self.role
+        chief = role.is_chief
+        self._predict = tf.function(lambda x: self.model(x, training=False))
+        self._read_metrics = tf.function(lambda: (self.train_loss.result(), self.train_accuracy.result()))
+
+        latest = tf.train.latest_checkpoint(str(cfg.model_dir))
+        if latest:
+            self.checkpoint.restore(latest)  # everything: weights, optimizer state, epoch
+        start_epoch = int(self.epoch.numpy())
+        history = read_history(cfg.model_dir)[:start_epoch] if chief else []
+        prefix = "" if role.strategy == tf_config.SINGLE else f"[{role.task_type} {role.task_index}] "
+        self._say(f"{prefix}Training {_describe(cfg)}")
+        self._say(f"{prefix}Cluster: {role.describe()}")
+        if start_epoch >= cfg.epochs:
+            self._say(f"{prefix}All {cfg.epochs} epochs were already done (checkpoint in {cfg.model_dir}).")
+        elif start_epoch:
+            self._say(f"{prefix}Resuming from {latest}: {start_epoch} of {cfg.epochs} epochs done.")
+
+        # Non-chief workers must save too (saving can involve collective ops), but
+        # to a scratch folder that is deleted: only the chief's checkpoint counts.
+        ckpt_dir = cfg.model_dir if chief else cfg.model_dir / f".scratch-{role.task_type}-{role.task_index}"
+        manager = tf.train.CheckpointManager(self.checkpoint, str(ckpt_dir), max_to_keep=2)
+        writers = self._summary_writers() if chief else None
+
+        steps_per_epoch = max(1, (cfg.train_limit or TRAIN_SIZE) // cfg.batch_size)
+        train_steps = self._build_train_steps()
+        iterator = self._distributed_iterator()
+        previous_seconds = history[-1]["cumulative_seconds"] if history else 0.0
+        loop_seconds = 0.0
+
+        for epoch in range(start_epoch + 1, cfg.epochs + 1):
+            started = time.perf_counter()
+            self.train_loss.reset_state()
+            self.train_accuracy.reset_state()
+            bar = self._progress_bar(epoch, steps_per_epoch)
+            done = 0
+            while done < steps_per_epoch:
+                n = min(STEPS_PER_CALL, steps_per_epoch - done)
+                if self.coordinator is not None:
+                    self.coordinator.schedule(train_steps, args=(iterator, tf.constant(n)))
+                else:
+                    train_steps(iterator, tf.constant(n))
+                done += n
+                if bar is not None and self.coordinator is None:
+                    bar.update(done, [("loss", float(self.train_loss.result())),
+                                      ("accuracy", float(self.train_accuracy.result()))])
+            if self.coordinator is not None:
+                self.coordinator.join()  # wait until every scheduled step has run
+            # Every worker reads the metrics: under multi-worker strategy, reading
+            # sums across workers, a collective operation all of them must join.
+            loss, accuracy = (float(v) for v in self._read_metrics())
+            seconds = time.perf_counter() - started
+            loop_seconds += seconds
+            self.epoch.assign(epoch)
+            manager.save(checkpoint_number=epoch)
+            if not chief:
+                self._say(f"{prefix}epoch {epoch}/{cfg.epochs} - loss {loss:.4f} - "
+                          f"accuracy {accuracy:.4f} - {seconds:.1f}s")
+                continue
+            val_loss, val_accuracy = self._evaluate("validation")
+            record = {"epoch": epoch, "loss": loss, "accuracy": accuracy, "val_loss": val_loss,
+                      "val_accuracy": val_accuracy, "seconds": round(seconds, 3),
+                      "cumulative_seconds": round(previous_seconds + loop_seconds, 3)}
+            history.append(record)
+            self._write_epoch(writers, record, history)
+            if bar is not None:
+                bar.update(steps_per_epoch, [("loss", loss), ("accuracy", accuracy),
+                                             ("val_loss", val_loss), ("val_accuracy", val_accuracy)],
+                           finalize=True)
+            if self.progress == "lines" or (bar is None and self.progress):
+                self._say(f"{prefix}epoch {epoch}/{cfg.epochs} - loss {loss:.4f} - "
+                          f"accuracy {accuracy:.4f} - val_loss {val_loss:.4f} - "
+                          f"val_accuracy {val_accuracy:.4f} - {seconds:.1f}s")
+
+        if not chief:
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
+            self._barrier()
+            return None
+
+        test_loss, test_accuracy = self._evaluate("test")
+        export_path = self._export()
+        result = TrainResult(
+            history=history, test_accuracy=test_accuracy, test_loss=test_loss,
+            export_path=str(export_path), training_seconds=previous_seconds + loop_seconds,
+            resumed_from_epoch=start_epoch, strategy=role.strategy, workers=role.num_workers,
+            config=cfg.as_dict(),
+        )
+        _write_json(cfg.model_dir / "result.json", asdict(result))
+        self._say(f"{prefix}Test accuracy {test_accuracy:.4f} (loss {test_loss:.4f}); "
+                  f"model exported to {export_path}")
+        self._barrier()
+        return result
+
+    # -- small pieces ------------------------------------------------------------
+    def _say(self, line: str) -> None:
+        if self.progress:
+            print(line, flush=True)
+
+    def _progress_bar(self, epoch: int, steps: int):
+        if self.progress != "bar" or not self.role.is_chief:
+            return None
+        print(f"Epoch {epoch}/{self.config.epochs}", flush=True)
+        return self.keras.utils.Progbar(steps, stateful_metrics=["loss", "accuracy", "val_loss",
+                                                                 "val_accuracy"])
+
+    def _summary_writers(self):
+        # The folder and scalar names Keras' TensorBoard callback uses, so the runs
+        # look the same in TensorBoard as any Keras tutorial's.
+        tf, log_dir = self.tf, self.config.log_dir
+        return {"train": tf.summary.create_file_writer(str(log_dir / "train")),
+                "validation": tf.summary.create_file_writer(str(log_dir / "validation"))}
+
+    def _write_epoch(self, writers, record: dict[str, float], history: list[dict]) -> None:
+        tf = self.tf
+        for split, prefix in (("train", ""), ("validation", "val_")):
+            with writers[split].as_default(step=record["epoch"]):
+                tf.summary.scalar("epoch_loss", record[prefix + "loss"])
+                tf.summary.scalar("epoch_accuracy", record[prefix + "accuracy"])
+            writers[split].flush()
+        _write_json(self.config.model_dir / "history.json", history)
+
+    def _export(self) -> Path:
+        """Export a plain (non-distributed) copy of the model: the server needs no cluster."""
+        from mnist_lib.model import build_model, export_for_serving
+
+        cfg = self.config
+        plain = build_model(cfg.architecture, cfg.hidden_layers, cfg.width, cfg.learning_rate)
+        plain.set_weights(self.model.get_weights())
+        return export_for_serving(plain, cfg.export_dir, cfg.model_name)
+
+    def _barrier(self) -> None:
+        """All workers meet once more before exiting.
+
+        Without it, a worker that finishes first shuts down while others still
+        talk to it, and they linger for tens of seconds reporting unhealthy peers.
+        """
+        if self.role.strategy == tf_config.MULTI_WORKER:
+            tf = self.tf
+
+            @tf.function
+            def all_meet():
+                return self.strategy.reduce(tf.distribute.ReduceOp.SUM,
+                                            self.strategy.run(lambda: tf.constant(1.0)), axis=None)
+
+            all_meet()
+
+
+# -- command line -----------------------------------------------------------------
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m mnist_lib.train``. Exit 0 ok, 2 bad input, 1 failure."""
+    try:
+        config = config_from_args(argv)
+        tf_config.parse_tf_config()  # a malformed TF_CONFIG is bad input too
+        from mnist_lib.data import verify_mnist
+
+        verify_mnist(config.data_dir)
+    except (ConfigError, tf_config.TFConfigError, MnistDataError) as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return 2
+    distributed = tf_config.parse_tf_config().strategy != tf_config.SINGLE
+    try:
+        train(config, progress="lines")
+        code = 0
+    except KeyboardInterrupt:
+        print("interrupted: the latest checkpoint is kept; run again to resume", file=sys.stderr)
+        code = 130
+    except Exception as err:  # noqa: BLE001 - the boundary where a learner's run ends
+        print(f"error: training failed: {type(err).__name__}: {_first_line(err)}\n"
+              f"The latest checkpoint in {config.model_dir} is kept; running the same "
+              "command again resumes from it.", file=sys.stderr, flush=True)
+        code = 1
+    if distributed:
+        # Distributed TensorFlow can take tens of seconds to tear down its gRPC
+        # channels; everything is written and flushed, so leave now.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:500] if text else ""
+
+
+if __name__ == "__main__":
+    sys.exit(main())
