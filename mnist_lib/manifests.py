@@ -1,0 +1,725 @@
+"""Kubernetes objects for the course, built as plain data and rendered to YAML.
+
+Every object here is a plain ``dict``, exactly what the API server receives: the
+chapters print them, the cluster backends submit them, and ``manifests/*.yaml`` is
+rendered from them (``python -m mnist_lib.manifests --write``). No text templates:
+the 2018 course filled a YAML template with ``sed`` and its sweep passed the
+hyperparameters to the master replica only. Here every replica gets the same
+``TrainConfig.to_args()``, and a test checks it.
+
+What each function builds:
+
+- :func:`namespace`, :func:`volume_claim`: where everything lives, and the shared
+  volume every pod mounts at ``/outputs`` (checkpoints, TensorBoard logs, exports).
+- :func:`training_job`: one training pod (a ``batch/v1`` Job).
+- :func:`tfjob`: distributed training with the Kubeflow training operator (TFJob v1):
+  workers only (multi-worker mirrored) or Chief + PS + workers (parameter servers).
+- :func:`indexed_job`: the same multi-worker training without the operator, an
+  Indexed Job + headless Service (the operator's TF support is frozen at v1.9).
+- :func:`tensorboard`, :func:`model_server`: Deployments + Services over the volume.
+- :func:`katib_experiment`: a hyperparameter sweep whose trials are TFJobs.
+- :func:`kind_cluster`: a local cluster to run all of it.
+
+Names are checked when you build, not when the cluster rejects them: they become
+pod hostnames (``<job>-worker-0``), which must be DNS labels of at most 63 characters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import re
+import sys
+import tempfile
+from pathlib import Path, PurePosixPath
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import yaml
+
+from mnist_lib import paths
+from mnist_lib.config import TrainConfig
+from mnist_lib.tf_config import DEFAULT_PORT, indexed_job_worker_hosts
+
+# -- constants a learner (or a backend) may want ------------------------------
+OUTPUT_MOUNT = "/outputs"            # where every pod mounts the shared volume
+DEFAULT_NAMESPACE = "mnist"
+DEFAULT_IMAGE = "mnist-course:latest"  # the course image (Dockerfile), loaded into the cluster
+VOLUME_CLAIM = "mnist-outputs"
+SERVING_IMAGE = "tensorflow/serving:2.18.0"  # the official TF Serving image
+
+CONTAINER_NAME = "tensorflow"        # the training operator's default container name
+TF_PORT = DEFAULT_PORT               # 2222, the operator's default ...
+TF_PORT_NAME = "tfjob-port"          # ... and its port name
+SERVING_GRPC_PORT, SERVING_REST_PORT = 8500, 8501
+TENSORBOARD_PORT = 6006
+NON_ROOT_USER = 1000                 # the image's `course` user (Dockerfile: useradd --uid 1000)
+
+# Labels: the standard app.kubernetes.io set. RUN_LABEL finds every pod of one run.
+NAME_LABEL = "app.kubernetes.io/name"
+PART_OF_LABEL = "app.kubernetes.io/part-of"
+RUN_LABEL = "app.kubernetes.io/instance"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+APP_NAME, COURSE_NAME = "mnist", "scaling-ml-course"
+
+BACKOFF_LIMIT = 3                    # retries of a failing job before it is marked Failed
+JOB_TTL_SECONDS = 24 * 3600          # finished jobs (and their logs) stay a day, then go
+
+TRAINING_RESOURCES = {"requests": {"cpu": "500m", "memory": "1Gi"},
+                      "limits": {"cpu": "2", "memory": "3Gi"}}
+TENSORBOARD_RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"},
+                         "limits": {"cpu": "1", "memory": "1Gi"}}
+SERVING_RESOURCES = {"requests": {"cpu": "250m", "memory": "512Mi"},
+                     "limits": {"cpu": "2", "memory": "2Gi"}}
+
+# Katib mounts its own emptyDir at this fixed path in a trial's primary pod, and its
+# sidecar reads the TensorFlow event files there. It is fixed because Katib does not
+# substitute trial parameters in metricsCollectorSpec; it is under /outputs so that
+# the other pods, which also check that their --log-dir is writable, can create it.
+KATIB_METRICS_DIR = f"{OUTPUT_MOUNT}/katib-metrics"
+# TensorBoard run/tag of the objective, as written by training: <log-dir>/validation/.
+KATIB_OBJECTIVE = "validation/epoch_accuracy"
+
+MANIFESTS_DIR = paths.COURSE_ROOT / "manifests"
+
+# Hyperparameters a run can set; the folders come from the run name.
+HYPERPARAMETERS = tuple(f.name for f in dataclasses.fields(TrainConfig)
+                        if f.name not in ("model_dir", "log_dir", "export_dir", "data_dir"))
+
+
+class ManifestError(ValueError):
+    """A name or value cannot make a valid Kubernetes object. The message says what to do."""
+
+
+# -- checks at the boundary -------------------------------------------------------
+
+_DNS_1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")   # Service names, pod hostnames
+_DNS_1123 = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")  # namespaces
+MAX_NAME = 63
+
+
+def check_name(name: str, what: str = "name", longest_suffix: str = "") -> str:
+    """Return ``name`` if it is a DNS-1035 label, also with ``longest_suffix`` appended.
+
+    Kubernetes turns job names into pod hostnames and Service names
+    (``<job>-worker-0``), so ``name + longest_suffix`` must fit in 63 characters.
+    """
+    if not isinstance(name, str) or not _DNS_1035.fullmatch(name):
+        raise ManifestError(
+            f"{what} {name!r} is not a valid Kubernetes name: use lowercase letters, digits "
+            "and '-', start with a letter and end with a letter or digit (e.g. 'mnist-lr-001')."
+        )
+    full = name + longest_suffix
+    if len(full) > MAX_NAME:
+        raise ManifestError(
+            f"{what} {name!r} is too long: it becomes the pod hostname {full!r} "
+            f"({len(full)} characters, the limit is {MAX_NAME}). "
+            f"Shorten it by {len(full) - MAX_NAME} characters."
+        )
+    return name
+
+
+def _check_namespace(namespace: str) -> str:
+    if not isinstance(namespace, str) or len(namespace) > MAX_NAME or not _DNS_1123.fullmatch(namespace):
+        raise ManifestError(f"namespace {namespace!r} is not valid: use at most {MAX_NAME} lowercase "
+                            "letters, digits and '-', starting and ending with a letter or digit.")
+    return namespace
+
+
+def _check_count(what: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ManifestError(f"{what} must be a whole number from {low} to {high}, got {value!r}.")
+    return value
+
+
+def _check_image(image: str) -> str:
+    if not isinstance(image, str) or not image or any(c.isspace() for c in image):
+        raise ManifestError(f"image {image!r} is not a container image reference "
+                            f"(e.g. {DEFAULT_IMAGE!r} or 'registry.example.com/mnist:1.0').")
+    return image
+
+
+def _check_under_outputs(what: str, path: str | Path) -> str:
+    """A path a pod writes must be on the shared volume, or it is lost with the pod."""
+    posix = PurePosixPath(str(path))
+    if not posix.is_absolute() or not posix.is_relative_to(OUTPUT_MOUNT) or ".." in posix.parts:
+        raise ManifestError(
+            f"{what} {str(path)!r} is not under {OUTPUT_MOUNT}: every pod mounts the shared "
+            f"volume there, and anything written elsewhere disappears with the pod. "
+            f"Build the config with run_config(run_name, ...)."
+        )
+    return str(posix)
+
+
+def _check_config(config: TrainConfig) -> TrainConfig:
+    """Validate the hyperparameters here, in a fraction of a second, not in a failing pod.
+
+    ``TrainConfig.validate`` also proves its folders are writable on *this* machine;
+    ours are on the cluster's volume, so it checks a copy pointing at a scratch folder.
+    """
+    if not isinstance(config, TrainConfig):
+        raise ManifestError(f"config must be a TrainConfig (see run_config()), got {type(config).__name__}")
+    for flag, folder in (("--model-dir", config.model_dir), ("--log-dir", config.log_dir),
+                         ("--export-dir", config.export_dir)):
+        _check_under_outputs(flag, folder)
+    with tempfile.TemporaryDirectory() as scratch:
+        dataclasses.replace(config, model_dir=scratch, log_dir=scratch, export_dir=scratch).validate()
+    return config
+
+
+def run_config(run_name: str, **hyperparameters: Any) -> TrainConfig:
+    """A validated :class:`TrainConfig` whose folders are the run's own on the shared volume.
+
+    ``/outputs/<run-name>/checkpoints``, ``/logs`` and ``/export``: one folder per run,
+    so runs never overwrite each other's checkpoints or exported models (the 2018
+    sweep exported all nine trials into one folder).
+    """
+    check_name(run_name, "run name")
+    unknown = sorted(set(hyperparameters) - set(HYPERPARAMETERS))
+    if unknown:
+        raise ManifestError(f"unknown hyperparameter(s) {unknown}; known: {list(HYPERPARAMETERS)}")
+    run_dir = PurePosixPath(OUTPUT_MOUNT) / run_name
+    config = TrainConfig(**hyperparameters, model_dir=run_dir / "checkpoints",
+                         log_dir=run_dir / "logs", export_dir=run_dir / "export")
+    return _check_config(config)
+
+
+# -- building blocks ----------------------------------------------------------------
+
+def labels(run: str, component: str) -> dict[str, str]:
+    """The labels every object carries; a backend selects a run's pods with RUN_LABEL."""
+    return {NAME_LABEL: APP_NAME, PART_OF_LABEL: COURSE_NAME, RUN_LABEL: run, COMPONENT_LABEL: component}
+
+
+def _metadata(name: str, namespace: str, component: str) -> dict[str, Any]:
+    return {"name": name, "namespace": namespace, "labels": labels(name, component)}
+
+
+def _container(name: str, image: str, command: Sequence[str], args: Sequence[str],
+               resources: Mapping[str, Any], ports: Sequence[Mapping[str, Any]] = (),
+               env: Mapping[str, str] | None = None, read_only: bool = False,
+               readiness: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": name,
+        "image": _check_image(image),
+        # A local image loaded into kind has no registry to pull from; with a ":latest"
+        # tag Kubernetes would default to "Always" and fail with ErrImagePull.
+        "imagePullPolicy": "IfNotPresent",
+        "command": list(command),
+        "args": list(args),
+    }
+    if env:
+        container["env"] = [{"name": k, "value": v} for k, v in env.items()]
+    if ports:
+        container["ports"] = [dict(p) for p in ports]
+    if readiness:
+        container["readinessProbe"] = dict(readiness)
+    container["resources"] = {k: dict(v) for k, v in resources.items()}
+    mount: dict[str, Any] = {"name": "outputs", "mountPath": OUTPUT_MOUNT}
+    if read_only:
+        mount["readOnly"] = True
+    container["volumeMounts"] = [mount]
+    container["securityContext"] = {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    return container
+
+
+def _pod_spec(containers: list[dict[str, Any]], restart_policy: str | None = None,
+              **extra: Any) -> dict[str, Any]:
+    """A pod spec that passes the "restricted" Pod Security Standard."""
+    spec: dict[str, Any] = dict(extra)
+    if restart_policy:
+        spec["restartPolicy"] = restart_policy
+    spec["securityContext"] = {
+        "runAsNonRoot": True,
+        "runAsUser": NON_ROOT_USER,
+        "runAsGroup": NON_ROOT_USER,
+        "fsGroup": NON_ROOT_USER,  # volumes that support it become writable by that group
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    spec["containers"] = containers
+    spec["volumes"] = [{"name": "outputs", "persistentVolumeClaim": {"claimName": VOLUME_CLAIM}}]
+    return spec
+
+
+def _job_pod_metadata(run: str) -> dict[str, Any]:
+    return {
+        "labels": labels(run, "training"),
+        # An Istio sidecar never exits, so a job pod with one never completes.
+        "annotations": {"sidecar.istio.io/inject": "false"},
+    }
+
+
+def _training_container(config: TrainConfig, image: str, resources: Mapping[str, Any],
+                        env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    return _container(
+        CONTAINER_NAME, image, ["python", "-m", "mnist_lib.train"], config.to_args(), resources,
+        ports=[{"name": TF_PORT_NAME, "containerPort": TF_PORT}],
+        env={"PYTHONUNBUFFERED": "1", **(env or {})},
+    )
+
+
+# -- the shared setup -------------------------------------------------------------
+
+def namespace(name: str = DEFAULT_NAMESPACE) -> dict[str, Any]:
+    """The course's namespace. Pod Security "restricted" warns about any pod that breaks it.
+
+    Warn and audit rather than enforce: Katib injects a metrics-collector sidecar
+    into trial pods that does not declare a restricted security context.
+    """
+    _check_namespace(name)
+    meta = {"name": name, "labels": {**labels(name, "namespace"),
+                                     "pod-security.kubernetes.io/warn": "restricted",
+                                     "pod-security.kubernetes.io/audit": "restricted"}}
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": meta}
+
+
+def volume_claim(size: str = "5Gi", access_mode: str = "ReadWriteOnce", storage_class: str | None = None,
+                 namespace: str = DEFAULT_NAMESPACE) -> dict[str, Any]:
+    """The shared volume for checkpoints, TensorBoard logs and exported models.
+
+    ReadWriteOnce is what kind's default (local-path) storage offers: every pod on
+    the one node can use it. On a cluster of several nodes use ReadWriteMany (NFS,
+    CephFS, Filestore, EFS...), or workers on other nodes cannot mount it.
+    """
+    modes = ("ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod")
+    if access_mode not in modes:
+        raise ManifestError(f"access_mode must be one of {modes}, got {access_mode!r}")
+    if not isinstance(size, str) or not re.fullmatch(r"[1-9][0-9]*(Mi|Gi|Ti)", size):
+        raise ManifestError(f"size {size!r} is not a storage size like '5Gi' or '500Mi'")
+    spec: dict[str, Any] = {"accessModes": [access_mode], "resources": {"requests": {"storage": size}}}
+    if storage_class is not None:
+        spec["storageClassName"] = check_name(storage_class, "storage class")
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": _metadata(VOLUME_CLAIM, _check_namespace(namespace), "storage"), "spec": spec}
+
+
+# -- training -----------------------------------------------------------------------
+
+def training_job(name: str, config: TrainConfig, image: str = DEFAULT_IMAGE,
+                 namespace: str = DEFAULT_NAMESPACE,
+                 resources: Mapping[str, Any] = TRAINING_RESOURCES) -> dict[str, Any]:
+    """One training pod as a batch/v1 Job: the simplest way to train on a cluster."""
+    check_name(name, "job name", "-xxxxx")  # pods are <job>-<5 random characters>
+    _check_config(config)
+    pod = _pod_spec([_training_container(config, image, resources)],
+                    # OnFailure restarts the container in the same pod; training resumes
+                    # from the last checkpoint on the shared volume.
+                    restart_policy="OnFailure")
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _metadata(name, _check_namespace(namespace), "training"),
+        "spec": {
+            "backoffLimit": BACKOFF_LIMIT,
+            "ttlSecondsAfterFinished": JOB_TTL_SECONDS,
+            "template": {"metadata": _job_pod_metadata(name), "spec": pod},
+        },
+    }
+
+
+def tfjob(name: str, config: TrainConfig, workers: int = 2, parameter_servers: int = 0,
+          image: str = DEFAULT_IMAGE, namespace: str = DEFAULT_NAMESPACE,
+          resources: Mapping[str, Any] = TRAINING_RESOURCES) -> dict[str, Any]:
+    """A Kubeflow TFJob (kubeflow.org/v1): the operator sets TF_CONFIG in every pod.
+
+    ``parameter_servers=0``: Worker x ``workers``, multi-worker mirrored (worker 0
+    writes). ``parameter_servers>0``: Chief + PS + Worker, parameter-server training
+    (the chief coordinates and writes). Every replica gets the same flags.
+    """
+    _check_count("workers", workers, 1, 64)
+    _check_count("parameter_servers", parameter_servers, 0, 16)
+    check_name(name, "job name", f"-worker-{workers - 1}")
+    _check_config(config)
+    return _tfjob(name, config, workers, parameter_servers, image, _check_namespace(namespace), resources)
+
+
+def _tfjob(name: str | None, config: TrainConfig, workers: int, parameter_servers: int, image: str,
+           namespace: str | None, resources: Mapping[str, Any], run: str | None = None) -> dict[str, Any]:
+    """The TFJob without the checks (Katib's trial template has placeholders for values)."""
+    run = run or name
+    counts = {"Chief": 1, "PS": parameter_servers} if parameter_servers else {}
+    counts["Worker"] = workers
+    replica_specs = {
+        role: {
+            "replicas": count,
+            # Retry a crashed replica in place; "Never" would fail the whole job at once.
+            "restartPolicy": "OnFailure",
+            "template": {"metadata": _job_pod_metadata(run),
+                         "spec": _pod_spec([_training_container(config, image, resources)])},
+        }
+        for role, count in counts.items()
+    }
+    metadata = _metadata(name, namespace, "training") if name else {"labels": labels(run, "training")}
+    return {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "TFJob",
+        "metadata": metadata,
+        "spec": {
+            "runPolicy": {
+                # When the job ends, delete the pods still running (parameter servers
+                # wait forever) but keep finished ones, so their logs can be read.
+                "cleanPodPolicy": "Running",
+                "backoffLimit": BACKOFF_LIMIT,
+                "ttlSecondsAfterFinished": JOB_TTL_SECONDS,
+            },
+            "tfReplicaSpecs": replica_specs,
+        },
+    }
+
+
+def indexed_job(name: str, config: TrainConfig, workers: int = 2, image: str = DEFAULT_IMAGE,
+                namespace: str = DEFAULT_NAMESPACE,
+                resources: Mapping[str, Any] = TRAINING_RESOURCES) -> list[dict[str, Any]]:
+    """Multi-worker training without the Kubeflow operator: ``[headless Service, Indexed Job]``.
+
+    An Indexed Job gives each pod ``JOB_COMPLETION_INDEX`` (0, 1, ...) and the hostname
+    ``<job>-<index>``; with the headless Service as its subdomain, each pod gets the DNS
+    name ``<job>-<index>.<service>.<namespace>.svc``. The Job lists those names once in
+    ``MNIST_WORKER_HOSTS`` and training derives TF_CONFIG from them
+    (:func:`mnist_lib.tf_config.indexed_job_tf_config`), as the operator would set it.
+    """
+    _check_count("workers", workers, 1, 64)
+    check_name(name, "job name", f"-{workers - 1}")
+    _check_config(config)
+    namespace = _check_namespace(namespace)
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(name, namespace, "training"),
+        "spec": {
+            "clusterIP": "None",  # headless: DNS names for the pods, no load balancing
+            # Publish a pod's name as soon as it has an address, not when it is Ready:
+            # workers look each other up while they all start.
+            "publishNotReadyAddresses": True,
+            "selector": {NAME_LABEL: APP_NAME, RUN_LABEL: name, COMPONENT_LABEL: "training"},
+            "ports": [{"name": TF_PORT_NAME, "port": TF_PORT, "targetPort": TF_PORT}],
+        },
+    }
+    hosts = indexed_job_worker_hosts(name, name, namespace, workers, TF_PORT)
+    container = _training_container(config, image, resources, env={"MNIST_WORKER_HOSTS": hosts})
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _metadata(name, namespace, "training"),
+        "spec": {
+            "completionMode": "Indexed",
+            "completions": workers,
+            "parallelism": workers,  # all workers at once: they train together
+            "backoffLimit": BACKOFF_LIMIT,
+            "ttlSecondsAfterFinished": JOB_TTL_SECONDS,
+            "template": {
+                "metadata": _job_pod_metadata(name),
+                "spec": _pod_spec([container], restart_policy="OnFailure", subdomain=name),
+            },
+        },
+    }
+    return [service, job]
+
+
+# -- TensorBoard and serving ----------------------------------------------------------
+
+def _deployment_and_service(name: str, namespace: str, component: str, container: dict[str, Any],
+                            ports: Sequence[tuple[str, int]]) -> list[dict[str, Any]]:
+    selector = {NAME_LABEL: APP_NAME, RUN_LABEL: name, COMPONENT_LABEL: component}
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(name, namespace, component),
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": selector},
+            "template": {"metadata": {"labels": labels(name, component)}, "spec": _pod_spec([container])},
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(name, namespace, component),
+        "spec": {
+            "selector": selector,
+            "ports": [{"name": port_name, "port": port, "targetPort": port_name} for port_name, port in ports],
+        },
+    }
+    return [deployment, service]
+
+
+def tensorboard(name: str = "tensorboard", log_dir: str = OUTPUT_MOUNT, image: str = DEFAULT_IMAGE,
+                namespace: str = DEFAULT_NAMESPACE,
+                resources: Mapping[str, Any] = TENSORBOARD_RESOURCES) -> list[dict[str, Any]]:
+    """TensorBoard over the shared volume: ``[Deployment, Service]`` on port 6006.
+
+    The default ``log_dir`` is the whole volume: TensorBoard searches it recursively,
+    so every run shows up side by side as ``<run>/logs/train`` and ``<run>/logs/validation``.
+    Open it with ``kubectl -n mnist port-forward service/tensorboard 6006``.
+    """
+    check_name(name, "name")
+    log_dir = _check_under_outputs("log_dir", log_dir)
+    container = _container(
+        "tensorboard", image,
+        ["tensorboard", "--logdir", log_dir, "--host", "0.0.0.0", "--port", str(TENSORBOARD_PORT)], [],
+        resources, ports=[{"name": "http", "containerPort": TENSORBOARD_PORT}], read_only=True,
+        readiness={"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 5},
+    )
+    return _deployment_and_service(name, _check_namespace(namespace), "tensorboard", container,
+                                   [("http", TENSORBOARD_PORT)])
+
+
+def model_server(name: str = "mnist-serving", model_name: str = "mnist", model_base_path: str | None = None,
+                 image: str = SERVING_IMAGE, command: Sequence[str] | None = None,
+                 namespace: str = DEFAULT_NAMESPACE,
+                 resources: Mapping[str, Any] = SERVING_RESOURCES) -> list[dict[str, Any]]:
+    """TF Serving over the shared volume: ``[Deployment, Service]``, gRPC 8500 and REST 8501.
+
+    It serves the highest numbered version under ``model_base_path`` (default
+    ``/outputs/export/<model_name>``; a run's own export is
+    ``f"{config.export_dir}/{config.model_name}"``). The command defaults to
+    ``tensorflow_model_server`` for the official image and to the course's
+    ``python -m mnist_lib.serve`` (same flags, same protocol) for any other image:
+    a cluster without a registry runs the course image.
+    """
+    check_name(name, "name")
+    if not isinstance(model_name, str) or not re.fullmatch(r"[a-z][a-z0-9-]{0,62}", model_name):
+        raise ManifestError(f"model_name {model_name!r} is not valid: use lowercase letters, digits "
+                            "and '-', starting with a letter (it is a folder and a URL).")
+    base_path = _check_under_outputs("model_base_path",
+                                     model_base_path or f"{OUTPUT_MOUNT}/export/{model_name}")
+    if command is None:
+        official = _check_image(image).split("@")[0].rsplit(":", 1)[0].endswith("tensorflow/serving")
+        command = ["tensorflow_model_server"] if official else ["python", "-m", "mnist_lib.serve"]
+    # "--flag=value": tensorflow_model_server does not accept "--flag value".
+    args = [f"--port={SERVING_GRPC_PORT}", f"--rest_api_port={SERVING_REST_PORT}",
+            f"--model_name={model_name}", f"--model_base_path={base_path}"]
+    container = _container(
+        "serving", image, command, args, resources,
+        ports=[{"name": "grpc", "containerPort": SERVING_GRPC_PORT},
+               {"name": "http", "containerPort": SERVING_REST_PORT}],
+        read_only=True,
+        # Ready once the model is loaded: TF Serving answers its status on REST.
+        readiness={"httpGet": {"path": f"/v1/models/{model_name}", "port": "http"},
+                   "initialDelaySeconds": 5, "periodSeconds": 5},
+    )
+    return _deployment_and_service(name, _check_namespace(namespace), "serving", container,
+                                   [("grpc", SERVING_GRPC_PORT), ("http", SERVING_REST_PORT)])
+
+
+# -- hyperparameter sweeps with Katib ----------------------------------------------------
+
+def katib_experiment(name: str = "mnist-sweep", config: TrainConfig | None = None, *,
+                     learning_rates: Sequence[float] = (0.0001, 0.001, 0.01),
+                     hidden_layers: Sequence[int] = (1, 2, 3), algorithm: str = "grid",
+                     max_trials: int | None = None, parallel_trials: int = 2,
+                     workers: int = 2, parameter_servers: int = 0, early_stopping: bool = True,
+                     image: str = DEFAULT_IMAGE, namespace: str = DEFAULT_NAMESPACE,
+                     resources: Mapping[str, Any] = TRAINING_RESOURCES) -> dict[str, Any]:
+    """A Katib Experiment (kubeflow.org/v1beta1) sweeping learning rate and hidden layers.
+
+    Each trial is our TFJob with ``${trialParameters.learningRate}`` and
+    ``${trialParameters.hiddenLayers}`` in the flags of *every* replica, and its own
+    checkpoint and export folders (``/outputs/<trial-name>/...``), so the best model
+    can be found and served. ``config`` sets the other hyperparameters (epochs...).
+    Katib reads ``validation/epoch_accuracy`` from the event files and maximizes it.
+    Note: Katib documents early stopping as working with the StdOut and File
+    collectors; with TensorFlowEvent, medianstop may never stop a trial.
+    """
+    _check_count("workers", workers, 1, 64)
+    _check_count("parameter_servers", parameter_servers, 0, 16)
+    _check_count("parallel_trials", parallel_trials, 1, 100)
+    # Trials are named <experiment>-<8 random characters>; their pods <trial>-worker-N.
+    check_name(name, "experiment name", f"-xxxxxxxx-worker-{workers - 1}")
+    if algorithm not in ("grid", "random"):
+        raise ManifestError(f"algorithm must be 'grid' or 'random', got {algorithm!r}")
+    base = config if config is not None else run_config(name)
+    _check_config(base)
+    for values, field in ((learning_rates, "learning_rate"), (hidden_layers, "hidden_layers")):
+        if isinstance(values, (str, bytes)) or not values or len(set(values)) != len(values):
+            raise ManifestError(f"{field} values must be a non-empty list without repeats, got {values!r}")
+        for value in values:  # each candidate must be a valid training flag
+            _check_config(dataclasses.replace(base, **{field: value}))
+    combinations = len(learning_rates) * len(hidden_layers)
+    max_trials = combinations if max_trials is None else _check_count("max_trials", max_trials, 1, 1000)
+    parallel_trials = min(parallel_trials, max_trials)
+
+    trial_dir = f"{OUTPUT_MOUNT}/${{trialParameters.trialName}}"
+    trial_config = dataclasses.replace(
+        base, learning_rate="${trialParameters.learningRate}",
+        hidden_layers="${trialParameters.hiddenLayers}",
+        model_dir=f"{trial_dir}/checkpoints", log_dir=KATIB_METRICS_DIR, export_dir=f"{trial_dir}/export")
+    trial = _tfjob(None, trial_config, workers, parameter_servers, image, None, resources, run=name)
+    # The pod that writes the event files: the chief, or worker 0 when there is none.
+    primary = ({"training.kubeflow.org/replica-type": "chief"} if parameter_servers else
+               {"training.kubeflow.org/replica-type": "worker", "training.kubeflow.org/replica-index": "0"})
+    spec: dict[str, Any] = {
+        "objective": {"type": "maximize", "objectiveMetricName": KATIB_OBJECTIVE,
+                      "additionalMetricNames": ["validation/epoch_loss", "train/epoch_accuracy"]},
+        "algorithm": {"algorithmName": algorithm},
+    }
+    if early_stopping:
+        # Katib's defaults (start_step 4) would never stop a 3-epoch trial.
+        spec["earlyStopping"] = {"algorithmName": "medianstop", "algorithmSettings": [
+            {"name": "min_trials_required", "value": "2"}, {"name": "start_step", "value": "2"}]}
+    spec.update({
+        "parallelTrialCount": parallel_trials,
+        "maxTrialCount": max_trials,
+        "maxFailedTrialCount": min(3, max_trials),
+        "metricsCollectorSpec": {
+            "source": {"fileSystemPath": {"path": KATIB_METRICS_DIR, "kind": "Directory"}},
+            "collector": {"kind": "TensorFlowEvent"},
+        },
+        "parameters": [
+            {"name": "learning_rate", "parameterType": "discrete",
+             "feasibleSpace": {"list": [str(v) for v in learning_rates]}},
+            {"name": "hidden_layers", "parameterType": "discrete",
+             "feasibleSpace": {"list": [str(v) for v in hidden_layers]}},
+        ],
+        "trialTemplate": {
+            "primaryContainerName": CONTAINER_NAME,
+            "primaryPodLabels": primary,
+            "successCondition": 'status.conditions.#(type=="Succeeded")#|#(status=="True")#',
+            "failureCondition": 'status.conditions.#(type=="Failed")#|#(status=="True")#',
+            "trialParameters": [
+                {"name": "learningRate", "description": "Adam learning rate", "reference": "learning_rate"},
+                {"name": "hiddenLayers", "description": "hidden dense layers", "reference": "hidden_layers"},
+                {"name": "trialName", "description": "the trial's own folder on the volume",
+                 "reference": "${trialSpec.Name}"},
+            ],
+            "trialSpec": trial,
+        },
+    })
+    return {"apiVersion": "kubeflow.org/v1beta1", "kind": "Experiment",
+            "metadata": _metadata(name, _check_namespace(namespace), "sweep"), "spec": spec}
+
+
+# -- a local cluster ---------------------------------------------------------------
+
+def kind_cluster(name: str = "mnist-course", workers: int = 0) -> dict[str, Any]:
+    """A kind cluster config (``kind create cluster --config manifests/kind-cluster.yaml``).
+
+    One node by default: the shared ReadWriteOnce volume then reaches every pod.
+    """
+    check_name(name, "cluster name")
+    _check_count("workers", workers, 0, 8)
+    nodes = [{"role": "control-plane"}] + [{"role": "worker"} for _ in range(workers)]
+    return {"apiVersion": "kind.x-k8s.io/v1alpha4", "kind": "Cluster", "name": name, "nodes": nodes}
+
+
+# -- YAML ------------------------------------------------------------------------------
+
+_TOP_KEYS = ("apiVersion", "kind", "metadata", "spec")
+
+
+def _ordered(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """apiVersion, kind, metadata, spec first, as kubectl shows them; the rest as built."""
+    first = {k: obj[k] for k in _TOP_KEYS if k in obj}
+    return {**first, **{k: v for k, v in obj.items() if k not in first}}
+
+
+def to_yaml(objects: Mapping[str, Any] | Iterable[Mapping[str, Any]]) -> str:
+    """Render one object or a list of them as multi-document YAML (``---`` between)."""
+    items = [objects] if isinstance(objects, Mapping) else list(objects)
+    return yaml.safe_dump_all([_ordered(o) for o in items], sort_keys=False,
+                              default_flow_style=False, explicit_start=True, width=100)
+
+
+# -- manifests/*.yaml --------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class ManifestFile:
+    """One file of manifests/: what it holds, how to use it, and how to build it."""
+
+    filename: str
+    title: str
+    usage: str
+    build: Callable[[], list[dict[str, Any]]]
+
+    def render(self) -> str:
+        header = [f"# {self.title}",
+                  "# Generated from mnist_lib/manifests.py by `python -m mnist_lib.manifests --write`:",
+                  "# edit the Python, not this file.",
+                  *[f"# {line}" for line in self.usage.splitlines()]]
+        return "\n".join(header) + "\n" + to_yaml(self.build())
+
+
+def _apply(filename: str, needs: str = "") -> str:
+    first = "First: kubectl apply -f manifests/namespace.yaml\n"
+    return (needs + "\n" if needs else "") + first + f"Apply: kubectl apply -f manifests/{filename}"
+
+
+FILES = (
+    ManifestFile("kind-cluster.yaml", "A local Kubernetes cluster for the course (kind).",
+                 "Create: kind create cluster --config manifests/kind-cluster.yaml\n"
+                 "Then:   kind load docker-image mnist-course:latest --name mnist-course",
+                 lambda: [kind_cluster()]),
+    ManifestFile("namespace.yaml", "The course's namespace and the shared volume mounted at /outputs.",
+                 "Apply: kubectl apply -f manifests/namespace.yaml",
+                 lambda: [namespace(), volume_claim()]),
+    ManifestFile("job.yaml", "Train in one pod (a batch/v1 Job).", _apply("job.yaml"),
+                 lambda: [training_job("mnist-job", run_config("mnist-job"))]),
+    ManifestFile("tfjob-multi-worker.yaml", "Multi-worker training, TFJob with 2 workers.",
+                 _apply("tfjob-multi-worker.yaml", "Needs the Kubeflow training operator v1.9."),
+                 lambda: [tfjob("mnist-multi-worker", run_config("mnist-multi-worker"))]),
+    ManifestFile("tfjob-parameter-server.yaml", "Parameter-server training, TFJob Chief + 1 PS + 2 workers.",
+                 _apply("tfjob-parameter-server.yaml", "Needs the Kubeflow training operator v1.9."),
+                 lambda: [tfjob("mnist-ps", run_config("mnist-ps"), parameter_servers=1)]),
+    ManifestFile("indexed-job.yaml", "Multi-worker training without the operator: Indexed Job + headless Service.",
+                 _apply("indexed-job.yaml"),
+                 lambda: indexed_job("mnist-indexed", run_config("mnist-indexed"))),
+    ManifestFile("tensorboard.yaml", "TensorBoard over every run on the shared volume.",
+                 _apply("tensorboard.yaml") + "\nOpen:  kubectl -n mnist port-forward service/tensorboard 6006",
+                 lambda: tensorboard()),
+    ManifestFile("serving.yaml", "TF Serving for the model exported to /outputs/export/mnist.",
+                 _apply("serving.yaml") + "\nOpen:  kubectl -n mnist port-forward service/mnist-serving 8500 8501",
+                 lambda: model_server()),
+    ManifestFile("katib-experiment.yaml", "A Katib hyperparameter sweep: learning rate x hidden layers, TFJob trials.",
+                 _apply("katib-experiment.yaml", "Needs Katib v0.19 and the Kubeflow training operator v1.9."),
+                 lambda: [katib_experiment()]),
+)
+
+
+def render_all() -> dict[str, str]:
+    """Every file of manifests/, as text: {filename: contents}."""
+    return {f.filename: f.render() for f in FILES}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m mnist_lib.manifests",
+        description="Render the course's Kubernetes manifests (manifests/*.yaml) from mnist_lib.manifests.")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--write", action="store_true", help="write the files")
+    mode.add_argument("--check", action="store_true",
+                      help="exit 1 with a diff if a file differs from what the library builds")
+    parser.add_argument("--dir", type=Path, default=MANIFESTS_DIR, help=f"default: {MANIFESTS_DIR}")
+    args = parser.parse_args(argv)
+
+    rendered = render_all()
+    if args.write:
+        args.dir.mkdir(parents=True, exist_ok=True)
+        for filename, text in rendered.items():
+            (args.dir / filename).write_text(text)
+            print(f"wrote {args.dir / filename}")
+        return 0
+    if args.check:
+        stale = 0
+        for filename, text in rendered.items():
+            path = args.dir / filename
+            current = path.read_text() if path.exists() else ""
+            if current != text:
+                stale += 1
+                sys.stdout.writelines(difflib.unified_diff(
+                    current.splitlines(keepends=True), text.splitlines(keepends=True),
+                    f"{path} (committed)", f"{path} (mnist_lib.manifests)"))
+        if stale:
+            print(f"{stale} file(s) differ: run `python -m mnist_lib.manifests --write`", file=sys.stderr)
+            return 1
+        print(f"{len(rendered)} files up to date in {args.dir}")
+        return 0
+    for filename, text in rendered.items():
+        print(f"# ---- {filename}\n{text}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
