@@ -1,0 +1,59 @@
+"""Fixtures shared by the library tests.
+
+Tests train real models on real MNIST, but small ones: a few thousand images,
+one or two epochs, the MLP. The machine has two cores.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+COURSE_ROOT = Path(__file__).resolve().parent.parent
+
+# A quick but real training run: enough to be well above chance (~0.9).
+QUICK_TRAINING = ["--architecture", "mlp", "--epochs", "1", "--train-limit", "6000",
+                  "--batch-size", "100"]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_dirs(root: Path) -> list[str]:
+    """The --model-dir/--log-dir/--export-dir flags for a run under ``root``."""
+    return ["--model-dir", str(root / "checkpoints"), "--log-dir", str(root / "logs"),
+            "--export-dir", str(root / "export")]
+
+
+def run_train(args: list[str], env: dict[str, str] | None = None,
+              timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``python -m mnist_lib.train`` in a fresh process, as a container or job would."""
+    return subprocess.run([sys.executable, "-m", "mnist_lib.train", *args],
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, cwd=COURSE_ROOT)
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory) -> Path:
+    """A real, short training run (MLP, 6,000 images, 1 epoch); returns its folder."""
+    root = tmp_path_factory.mktemp("quick-run")
+    done = run_train(QUICK_TRAINING + run_dirs(root))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return root
+
+
+@pytest.fixture(scope="session")
+def exported_model(quick_run) -> Path:
+    """The SavedModel folder (``.../export/mnist/1``) of :func:`quick_run`."""
+    return quick_run / "export" / "mnist" / "1"
