@@ -1,0 +1,138 @@
+"""What every backend can do: the verbs of Kubeflow's ``TrainingClient``, plus a few.
+
+A backend implements the primitive verbs (``apply``, ``get_job``, ``get_job_logs``,
+``delete``, ``port_forward``); waiting with progress is written once, here, on
+top of ``get_job``, so both backends report progress and failures the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from typing import Callable, Iterable, Iterator
+
+from mnist_lib.cluster import (FAILED, SUCCEEDED, JobFailedError, JobStatus, JobTimeoutError, Objects,
+                               as_list, job_in, main_replica)
+
+LOG_TAIL_LINES = 30
+
+
+class PortForward:
+    """A local port that reaches a port of a pod or service. Close it when done (or use ``with``)."""
+
+    def __init__(self, local_port: int, target: str, close: Callable[[], None] = lambda: None):
+        self.local_port = local_port
+        self.target = target
+        self._close = close
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.local_port}"
+
+    def close(self) -> None:
+        self._close()
+
+    def __enter__(self) -> "PortForward":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"PortForward({self.target} -> 127.0.0.1:{self.local_port})"
+
+
+class Backend(ABC):
+    """The verbs the notebooks use. See :mod:`mnist_lib.cluster` for an example."""
+
+    name: str = "?"
+    namespace: str
+
+    # -- primitives each backend implements ---------------------------------
+    @abstractmethod
+    def apply(self, objects: Objects) -> list[str]:
+        """Create or update objects (server-side apply); return ``kind/name`` of each."""
+
+    @abstractmethod
+    def delete(self, objects: Objects) -> None:
+        """Delete these objects (and, for jobs and deployments, their pods). Missing ones are fine."""
+
+    @abstractmethod
+    def get_job(self, name: str, kind: str | None = None) -> JobStatus:
+        """Status of a Job, TFJob or Deployment by name (``kind`` only needed if names clash)."""
+
+    @abstractmethod
+    def get_job_logs(self, name: str, replica: str | None = None, index: int = 0,
+                     tail: int | None = None, kind: str | None = None) -> str:
+        """Logs of one replica (default: the chief, else worker 0), like ``kubectl logs``."""
+
+    @abstractmethod
+    def stream_job_logs(self, name: str, replica: str | None = None, index: int = 0,
+                        kind: str | None = None) -> Iterator[str]:
+        """Yield log lines of one replica as they are written, until it stops."""
+
+    @abstractmethod
+    def delete_job(self, name: str, kind: str | None = None) -> None:
+        """Delete a job and stop all its pods (and the Service submitted with it)."""
+
+    @abstractmethod
+    def port_forward(self, name: str, port: int, kind: str = "Service") -> PortForward:
+        """Reach ``port`` of a Service (or Pod) from this machine; returns the local port."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Where jobs run, in one line."""
+
+    # -- built on the primitives --------------------------------------------
+    def create_job(self, objects: Objects) -> str:
+        """Submit a Job or TFJob (with companions such as its headless Service); return the job's name."""
+        items = as_list(objects)
+        job = job_in(items)
+        self.apply(items)
+        return job["metadata"]["name"]
+
+    def wait_for_job_conditions(self, name: str, expected_conditions: Iterable[str] = (SUCCEEDED,),
+                                timeout: float = 900, polling_interval: float = 1.0,
+                                progress: bool = True, kind: str | None = None) -> JobStatus:
+        """Wait until the job reaches one of ``expected_conditions``; print each change if ``progress``.
+
+        A job that ends Failed raises :class:`JobFailedError` with the tail of the
+        failing replica's logs, so the reason is on screen at once. Waiting too
+        long raises :class:`JobTimeoutError`; the job itself keeps running.
+        """
+        expected = set(expected_conditions)
+        deadline = time.monotonic() + timeout
+        last = ""
+        while True:
+            status = self.get_job(name, kind=kind)
+            self.check_pods(status)
+            if progress and status.summary() != last:
+                last = status.summary()
+                print(last, flush=True)
+            if status.phase in expected:
+                return status
+            if status.phase == FAILED:
+                raise self.failure(status)
+            if time.monotonic() > deadline:
+                raise JobTimeoutError(
+                    f"{status.kind} {name} is still {status.phase} after {timeout:.0f} s; it keeps running. "
+                    "Look at its logs (get_job_logs), wait again, or delete it (delete_job).")
+            time.sleep(polling_interval)
+
+    def check_pods(self, status: JobStatus) -> None:
+        """Raise early for pod problems that never end by themselves (e.g. image pull errors)."""
+
+    def failure(self, status: JobStatus) -> JobFailedError:
+        """A :class:`JobFailedError` with the tail of the failing replica's logs."""
+        failing = [r for r, counts in status.replicas.items() if counts.failed] or [
+            main_replica(status.kind, status.replicas)]
+        try:
+            logs = self.get_job_logs(status.name, replica=failing[0], index=0, tail=LOG_TAIL_LINES,
+                                     kind=status.kind)
+        except Exception as err:  # the failure matters more than missing logs
+            logs = f"(logs unavailable: {err})"
+        reason = status.message or "a replica failed"
+        return JobFailedError(
+            f"{status.kind} {status.name} failed: {reason}\n"
+            f"--- last {LOG_TAIL_LINES} log lines of {failing[0].lower()} 0 ---\n{logs.rstrip()}",
+            status, logs)

@@ -1,0 +1,381 @@
+"""The kubernetes backend: the same verbs, through the official ``kubernetes`` client.
+
+- Objects are sent with **server-side apply** (``PATCH`` with content type
+  ``application/apply-patch+yaml`` and a field manager), what
+  ``kubectl apply --server-side`` does: submitting the same manifest twice is safe.
+- Status comes from the objects themselves: a TFJob's ``status.conditions``
+  (Created, Running, Restarting, Succeeded, Failed) and ``replicaStatuses``, a
+  Job's ``Complete``/``Failed`` conditions and pod counts.
+- Logs come from the pods, found by the labels the operator and the Job
+  controller put on them; ``stream_job_logs`` follows them with ``kubernetes.watch``.
+- ``port_forward`` tunnels through the API server (``kubernetes.stream.portforward``),
+  like ``kubectl port-forward``; no network route to the pods is needed.
+
+Errors from the API become the exceptions of :mod:`mnist_lib.cluster`, each with
+a message saying what to do (install the operator, fix RBAC, check the image...).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import socket
+import threading
+from typing import Any, Iterator, Mapping
+
+import urllib3
+from kubernetes import client, config, watch
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+from mnist_lib.cluster import (CREATED, FAILED, INSTALL_OPERATOR, RUNNING, SUCCEEDED, ClusterError,
+                               ClusterUnreachableError, ConflictError, ForbiddenError, ImagePullError,
+                               InvalidObjectError, JobStatus, NoClusterError, NotFoundError, Objects,
+                               OperatorMissingError, ReplicaStatus, as_list, canonical_replica, main_replica)
+from mnist_lib.cluster.base import Backend, PortForward
+
+FIELD_MANAGER = "mnist-course"
+APPLY_PATCH = "application/apply-patch+yaml"
+TFJOB = ("kubeflow.org", "v1", "tfjobs")  # group, version, plural
+TFJOB_CONTAINER = "tensorflow"  # the container the operator gives TF_CONFIG to
+# Waiting reasons of a container that will not start by itself.
+IMAGE_PULL_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName")
+
+
+def load_api_client(context: str | None = None) -> client.ApiClient:
+    """An API client for the cluster in your kubeconfig (or this pod's service account)."""
+    try:
+        if os.environ.get("KUBERNETES_SERVICE_HOST") and context is None:
+            config.load_incluster_config()
+            return client.ApiClient()
+        return config.new_client_from_config(context=context)
+    except (ConfigException, FileNotFoundError, OSError) as err:
+        where = os.environ.get("KUBECONFIG") or "~/.kube/config"
+        raise NoClusterError(
+            f"no Kubernetes cluster is configured ({where}: {err}). Point KUBECONFIG at your cluster's "
+            "config (kind, minikube and cloud CLIs write one), or use the local backend: "
+            "unset MNIST_BACKEND or set MNIST_BACKEND=local.") from None
+
+
+class KubernetesBackend(Backend):
+    """Runs the course's objects on a real cluster. Get it with ``get_backend("kubernetes")``."""
+
+    name = "kubernetes"
+
+    def __init__(self, namespace: str = "mnist", api_client: client.ApiClient | None = None,
+                 context: str | None = None):
+        self.namespace = namespace
+        self.api_client = api_client or load_api_client(context)
+        self.core = client.CoreV1Api(self.api_client)
+        self.apps = client.AppsV1Api(self.api_client)
+        self.batch = client.BatchV1Api(self.api_client)
+        self.custom = client.CustomObjectsApi(self.api_client)
+        self._kinds: dict[str, str] = {}  # job name -> kind, for the jobs this client created
+        self._companions: dict[str, list[dict[str, Any]]] = {}  # job name -> objects submitted with it
+
+    def describe(self) -> str:
+        return f"API server {self.api_client.configuration.host}, namespace {self.namespace}"
+
+    # -- errors -------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _errors(self, verb: str, kind: str, name: str, namespace: str | None = None) -> Iterator[None]:
+        """Turn what the client raises into an error that says what to do next."""
+        namespace = namespace or self.namespace
+        try:
+            yield
+        except ApiException as err:
+            raise self._translate(err, verb, kind, name, namespace) from None
+        except urllib3.exceptions.HTTPError as err:
+            raise ClusterUnreachableError(
+                f"cannot reach the Kubernetes API server at {self.api_client.configuration.host} "
+                f"({type(err).__name__}: {getattr(err, 'reason', err)}). Is the cluster running? "
+                "Check with `kubectl cluster-info`, or use the local backend (MNIST_BACKEND=local).") from None
+
+    def _translate(self, err: ApiException, verb: str, kind: str, name: str, namespace: str) -> ClusterError:
+        try:
+            body = json.loads(err.body or "{}")
+        except ValueError:
+            body = {}
+        message = body.get("message") or err.reason or ""
+        details = body.get("details") or {}
+        where = f"{kind} {name} in namespace {namespace}"
+        if err.status == 0:
+            return ClusterUnreachableError(f"cannot talk to the API server at {self.api_client.configuration.host}: "
+                                           f"{err.reason}. Check the cluster address and certificates in your kubeconfig.")
+        if err.status == 401:
+            return ForbiddenError(
+                f"the API server did not accept your credentials (401 Unauthorized) when trying to {verb} {where}: "
+                "the token or certificate in your kubeconfig is missing or expired. Log in again "
+                "(e.g. your cloud's get-credentials command) and retry.")
+        if err.status == 403:
+            return ForbiddenError(
+                f"RBAC forbids you to {verb} {where}: {message}. Check with `kubectl auth can-i {verb} "
+                f"{kind.lower()}s -n {namespace}` and ask your cluster admin for a Role that allows it.")
+        if err.status == 404:
+            if kind == "TFJob" and not details.get("name"):
+                return OperatorMissingError(
+                    "this cluster has no TFJob resource (kubeflow.org/v1): the Kubeflow training operator is "
+                    f"not installed. Install the Kubeflow training operator with: {INSTALL_OPERATOR} "
+                    "- or use the operator-free path, manifests.indexed_job().")
+            if details.get("kind") == "namespaces":
+                return NotFoundError(f"namespace {details.get('name')} does not exist: apply a Namespace object "
+                                     f"first (or `kubectl create namespace {details.get('name')}`).")
+            return NotFoundError(f"{where} does not exist: {message}")
+        if err.status == 409:
+            return ConflictError(f"cannot {verb} {where}: {message}. Another tool changed it, or it is being "
+                                 "deleted: wait a moment and retry, or delete it first.")
+        if err.status == 422:
+            if "immutable" in message:
+                return ConflictError(f"{where} already exists with a different spec, and a Job's pod template "
+                                     f"cannot change: delete it first (delete_job({name!r})) or use a new name. "
+                                     f"({message})")
+            return InvalidObjectError(f"the API server rejected {where} as invalid: {message}")
+        return ClusterError(f"could not {verb} {where}: HTTP {err.status} {err.reason}: {message}")
+
+    # -- apply and delete ---------------------------------------------------------
+    def apply(self, objects: Objects) -> list[str]:
+        """Server-side apply each object, in order (put a Namespace first)."""
+        items = as_list(objects)
+        applied = []
+        for obj in items:
+            kind, name = obj["kind"], obj["metadata"]["name"]
+            namespace = obj["metadata"].get("namespace") or self.namespace
+            if kind != "Namespace":  # the path and the body must agree on the namespace
+                obj = {**obj, "metadata": {**obj["metadata"], "namespace": namespace}}
+            with self._errors("create", kind, name, namespace):
+                self._apply_one(kind, name, namespace, obj)
+            if kind in ("Job", "TFJob"):
+                self._kinds[name] = kind
+                self._companions[name] = [o for o in items if o["kind"] == "Service"]
+            applied.append(f"{kind}/{name}")
+        return applied
+
+    def _apply_one(self, kind: str, name: str, namespace: str, obj: dict[str, Any]) -> None:
+        apply = {"field_manager": FIELD_MANAGER, "force": True, "_content_type": APPLY_PATCH}
+        if kind == "Namespace":
+            self.core.patch_namespace(name, obj, **apply)
+        elif kind == "Service":
+            self.core.patch_namespaced_service(name, namespace, obj, **apply)
+        elif kind == "PersistentVolumeClaim":
+            self.core.patch_namespaced_persistent_volume_claim(name, namespace, obj, **apply)
+        elif kind == "Deployment":
+            self.apps.patch_namespaced_deployment(name, namespace, obj, **apply)
+        elif kind == "Job":
+            self.batch.patch_namespaced_job(name, namespace, obj, **apply)
+        elif kind == "TFJob":
+            self.custom.patch_namespaced_custom_object(*TFJOB[:2], namespace, TFJOB[2], name, obj, **apply)
+        else:
+            raise InvalidObjectError(f"this course does not apply {kind} objects; known: Namespace, Service, "
+                                     "PersistentVolumeClaim, Deployment, Job, TFJob")
+
+    def delete(self, objects: Objects) -> None:
+        """Delete objects (last first), with their pods; objects already gone are fine."""
+        for obj in reversed(as_list(objects)):
+            kind, name = obj["kind"], obj["metadata"]["name"]
+            self._delete_one(kind, name, obj["metadata"].get("namespace") or self.namespace)
+
+    def _delete_one(self, kind: str, name: str, namespace: str) -> None:
+        # Background propagation: the pods go too. (Deleting a Job through the API
+        # without it orphans its pods, unlike kubectl.)
+        body = {"propagationPolicy": "Background"}
+        try:
+            with self._errors("delete", kind, name, namespace):
+                if kind == "Namespace":
+                    self.core.delete_namespace(name, body=body)
+                elif kind == "Service":
+                    self.core.delete_namespaced_service(name, namespace, body=body)
+                elif kind == "PersistentVolumeClaim":
+                    self.core.delete_namespaced_persistent_volume_claim(name, namespace, body=body)
+                elif kind == "Deployment":
+                    self.apps.delete_namespaced_deployment(name, namespace, body=body)
+                elif kind == "Job":
+                    self.batch.delete_namespaced_job(name, namespace, body=body)
+                elif kind == "TFJob":
+                    self.custom.delete_namespaced_custom_object(*TFJOB[:2], namespace, TFJOB[2], name, body=body)
+        except (NotFoundError, OperatorMissingError):
+            pass  # already gone (or never possible): deleting is idempotent
+
+    def delete_job(self, name: str, kind: str | None = None) -> None:
+        """Delete the job, its pods, and the Services submitted with it by this client."""
+        kinds = [kind or self._kinds.get(name)] if (kind or name in self._kinds) else ["TFJob", "Job"]
+        for k in kinds:
+            self._delete_one(k, name, self.namespace)
+        for companion in self._companions.pop(name, []):
+            self._delete_one(companion["kind"], companion["metadata"]["name"], self.namespace)
+        self._kinds.pop(name, None)
+
+    # -- status ---------------------------------------------------------------------
+    def _read(self, name: str, kind: str | None) -> tuple[str, dict[str, Any]]:
+        kinds = [kind] if kind else ([self._kinds[name]] if name in self._kinds else ["TFJob", "Job", "Deployment"])
+        for k in kinds:
+            try:
+                with self._errors("get", k, name):
+                    if k == "TFJob":
+                        return k, self.custom.get_namespaced_custom_object(*TFJOB[:2], self.namespace, TFJOB[2], name)
+                    if k == "Job":
+                        obj = self.batch.read_namespaced_job_status(name, self.namespace)
+                    else:
+                        obj = self.apps.read_namespaced_deployment_status(name, self.namespace)
+                    return k, self.api_client.sanitize_for_serialization(obj)
+            except (NotFoundError, OperatorMissingError):
+                if kind:
+                    raise
+        raise NotFoundError(f"no job named {name!r} in namespace {self.namespace!r} (looked for {kinds})")
+
+    def get_job(self, name: str, kind: str | None = None) -> JobStatus:
+        kind, obj = self._read(name, kind)
+        status = obj.get("status") or {}
+        conditions = [{k: str(c.get(k, "")) for k in ("type", "status", "reason", "message")}
+                      for c in status.get("conditions") or []]
+        true = [c for c in conditions if c["status"] == "True"]
+        restarts = self._restarts(kind, name, obj)
+        if kind == "TFJob":
+            phase = true[-1]["type"] if true else CREATED
+            replicas = {rtype: ReplicaStatus(int(s.get("active") or 0), int(s.get("succeeded") or 0),
+                                             int(s.get("failed") or 0), restarts.get(rtype.lower(), 0))
+                        for rtype, s in (status.get("replicaStatuses") or {}).items()}
+        else:
+            types = {c["type"] for c in true}
+            active = int(status.get("active") or 0) if kind == "Job" else int(status.get("availableReplicas") or 0)
+            phase = (SUCCEEDED if "Complete" in types else FAILED if "Failed" in types
+                     else RUNNING if active else CREATED)
+            replicas = {"Pod": ReplicaStatus(active, int(status.get("succeeded") or 0),
+                                             int(status.get("failed") or 0), sum(restarts.values()))}
+        message = true[-1]["message"] if true else ""
+        return JobStatus(name, kind, self.namespace, phase, replicas, conditions, message)
+
+    def _selector(self, kind: str, name: str, obj: Mapping[str, Any] | None = None) -> str:
+        """The label selector of a job's pods, as the operator / the Job controller label them."""
+        if kind == "TFJob":
+            return f"training.kubeflow.org/job-name={name}"
+        if kind == "Job":
+            return f"job-name={name}"
+        labels = (((obj or {}).get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+        return ",".join(f"{k}={v}" for k, v in labels.items())
+
+    def _pods(self, selector: str) -> list[dict[str, Any]]:
+        with self._errors("list", "Pod", selector):
+            pods = self.core.list_namespaced_pod(self.namespace, label_selector=selector)
+        return self.api_client.sanitize_for_serialization(pods).get("items") or []
+
+    def _restarts(self, kind: str, name: str, obj: Mapping[str, Any]) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for pod in self._pods(self._selector(kind, name, obj)):
+            rtype = (pod["metadata"].get("labels") or {}).get("training.kubeflow.org/replica-type", "pod")
+            for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+                counts[rtype] = counts.get(rtype, 0) + int(cs.get("restartCount") or 0)
+        return counts
+
+    def check_pods(self, status: JobStatus) -> None:
+        """Raise :class:`ImagePullError` if a pod of the job cannot pull its image (it would wait forever)."""
+        for pod in self._pods(self._selector(status.kind, status.name)):
+            for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+                waiting = (cs.get("state") or {}).get("waiting") or {}
+                if waiting.get("reason") in IMAGE_PULL_REASONS:
+                    raise ImagePullError(
+                        f"pod {pod['metadata']['name']} cannot pull image {cs.get('image')!r} "
+                        f"({waiting['reason']}: {waiting.get('message', '')}). Check the image name and tag, "
+                        "that it was pushed to a registry the cluster can reach (with kind: "
+                        "`kind load docker-image IMAGE`), and imagePullSecrets for a private registry. "
+                        f"The job keeps trying: delete it with delete_job({status.name!r}).")
+
+    # -- logs -------------------------------------------------------------------------
+    def _pod_of(self, name: str, replica: str | None, index: int, kind: str | None) -> tuple[str, str | None]:
+        kind = kind or self._kinds.get(name) or self.get_job(name).kind
+        selector = self._selector(kind, name)
+        container = None
+        if kind == "TFJob":
+            status = self.get_job(name, kind)
+            rtype = canonical_replica(replica, status.replicas) or main_replica(kind, status.replicas)
+            selector += (f",training.kubeflow.org/replica-type={rtype.lower()}"
+                         f",training.kubeflow.org/replica-index={index}")
+            container = TFJOB_CONTAINER
+        elif kind == "Job":
+            pods = self._pods(selector)
+            if any("batch.kubernetes.io/job-completion-index" in (p["metadata"].get("labels") or {}) for p in pods):
+                selector += f",batch.kubernetes.io/job-completion-index={index}"
+        pods = self._pods(selector)
+        if not pods:
+            raise NotFoundError(f"no pod found for {kind} {name} ({selector}); it may not have started yet")
+        newest = max(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "")
+        return newest["metadata"]["name"], container
+
+    def get_job_logs(self, name: str, replica: str | None = None, index: int = 0,
+                     tail: int | None = None, kind: str | None = None) -> str:
+        pod, container = self._pod_of(name, replica, index, kind)
+        with self._errors("read logs of", "Pod", pod):
+            return self.core.read_namespaced_pod_log(pod, self.namespace, container=container, tail_lines=tail)
+
+    def stream_job_logs(self, name: str, replica: str | None = None, index: int = 0,
+                        kind: str | None = None) -> Iterator[str]:
+        pod, container = self._pod_of(name, replica, index, kind)
+        with self._errors("follow logs of", "Pod", pod):
+            yield from watch.Watch().stream(self.core.read_namespaced_pod_log, pod, self.namespace,
+                                            container=container)
+
+    # -- port-forward -----------------------------------------------------------------
+    def port_forward(self, name: str, port: int, kind: str = "Service") -> PortForward:
+        """Listen on a free local port; each connection is tunnelled to the pod through the API server."""
+        pod, target = self._forward_target(name, port, kind)
+        server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+
+        def serve() -> None:
+            while True:
+                try:
+                    conn, _ = server.accept()
+                except OSError:
+                    return  # closed
+                threading.Thread(target=self._tunnel, args=(conn, pod, target), daemon=True).start()
+
+        threading.Thread(target=serve, name=f"port-forward {pod}:{target}", daemon=True).start()
+        return PortForward(server.getsockname()[1], f"{kind.lower()}/{name}:{port}", close=server.close)
+
+    def _forward_target(self, name: str, port: int, kind: str) -> tuple[str, int]:
+        if kind == "Pod":
+            return name, port
+        with self._errors("get", kind, name):
+            if kind == "Service":
+                spec = self.api_client.sanitize_for_serialization(
+                    self.core.read_namespaced_service(name, self.namespace)).get("spec") or {}
+                entry = next((p for p in spec.get("ports") or [] if p.get("port") == port), None)
+                if entry is None:
+                    raise NotFoundError(f"Service {name} has no port {port}")
+                selector = ",".join(f"{k}={v}" for k, v in (spec.get("selector") or {}).items())
+                target = entry.get("targetPort", port)
+            else:
+                obj = self.api_client.sanitize_for_serialization(
+                    self.apps.read_namespaced_deployment(name, self.namespace))
+                selector, target = self._selector("Deployment", name, obj), port
+        running = [p for p in self._pods(selector) if (p.get("status") or {}).get("phase") == "Running"]
+        if not running:
+            raise NotFoundError(f"{kind} {name}: no running pod matches {selector} yet; wait and retry")
+        pod = running[0]
+        if isinstance(target, str):  # a named port: look it up in the pod's containers
+            target = next((p["containerPort"] for c in pod["spec"]["containers"] for p in c.get("ports") or []
+                           if p.get("name") == target), port)
+        return pod["metadata"]["name"], int(target)
+
+    def _tunnel(self, conn: socket.socket, pod: str, port: int) -> None:
+        from kubernetes.stream import portforward
+
+        try:
+            forward = portforward(self.core.connect_get_namespaced_pod_portforward, pod, self.namespace,
+                                  ports=str(port))
+            remote = forward.socket(port)
+            remote.setblocking(True)
+            sockets = [conn, remote]
+            while True:
+                readable, _, _ = select.select(sockets, [], [], 60)
+                for s in readable:
+                    data = s.recv(65536)
+                    if not data:
+                        return
+                    (remote if s is conn else conn).sendall(data)
+        except Exception:
+            return  # the client sees its connection close; the next one tries again
+        finally:
+            conn.close()

@@ -1,0 +1,284 @@
+"""The kubernetes backend, without a cluster: the requests it makes and the errors it raises.
+
+No API server can run on these machines yet, so :class:`FakeKubernetesAPI` below
+plays one: a real HTTP server on 127.0.0.1 that answers the Kubernetes REST paths
+with canned JSON and records every request. Everything above the socket is real:
+the official ``kubernetes`` client objects serialize the requests, and urllib3
+sends them, exactly as they would to a cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from kubernetes import client
+
+from mnist_lib import cluster
+from mnist_lib.cluster.kubernetes import APPLY_PATCH, FIELD_MANAGER, KubernetesBackend
+
+NS = "mnist"
+
+
+class FakeKubernetesAPI:
+    """A fake API server (a fake because no real one can run here): canned answers, recorded requests.
+
+    ``routes[(method, path)] = (status, body)``; anything else answers 404 the way
+    the API server does for an unknown resource type.
+    """
+
+    def __init__(self) -> None:
+        self.requests: list[dict] = []
+        self.routes: dict[tuple[str, str], tuple[int, object]] = {}
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                url = urlsplit(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                fake.requests.append({
+                    "method": self.command, "path": url.path, "query": parse_qs(url.query),
+                    "content_type": self.headers.get("Content-Type"),
+                    "body": json.loads(raw) if raw else None})
+                status, body = fake.routes.get((self.command, url.path), (404, not_found()))
+                data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json" if not isinstance(body, str) else "text/plain")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_PATCH = do_DELETE = do_POST = _answer
+
+            def log_message(self, *args) -> None:  # keep pytest output clean
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def backend(self) -> KubernetesBackend:
+        configuration = client.Configuration(host=self.url)
+        return KubernetesBackend(namespace=NS, api_client=client.ApiClient(configuration))
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def not_found(name: str | None = None, kind: str | None = None) -> dict:
+    details = {"name": name, "kind": kind} if name else {}
+    message = f'{kind} "{name}" not found' if name else "the server could not find the requested resource"
+    return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message,
+            "reason": "NotFound", "details": details, "code": 404}
+
+
+def status_error(code: int, reason: str, message: str) -> dict:
+    return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message,
+            "reason": reason, "code": code}
+
+
+@pytest.fixture
+def api():
+    fake = FakeKubernetesAPI()
+    yield fake
+    fake.close()
+
+
+# Hand-written objects of the shape mnist_lib.manifests builds.
+def pod_template(args=("--epochs", "1")) -> dict:
+    return {"spec": {"containers": [{"name": "tensorflow", "image": "mnist:1",
+                                     "command": ["python", "-m", "mnist_lib.train"], "args": list(args)}]}}
+
+
+def tfjob(name="mnist-tfjob") -> dict:
+    return {"apiVersion": "kubeflow.org/v1", "kind": "TFJob", "metadata": {"name": name, "namespace": NS},
+            "spec": {"runPolicy": {"cleanPodPolicy": "Running"},
+                     "tfReplicaSpecs": {"Worker": {"replicas": 2, "restartPolicy": "OnFailure",
+                                                   "template": pod_template()}}}}
+
+
+def job(name="mnist-job") -> dict:
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "namespace": NS},
+            "spec": {"backoffLimit": 2, "template": {**pod_template(), "spec": {
+                **pod_template()["spec"], "restartPolicy": "OnFailure"}}}}
+
+
+TFJOB_PATH = f"/apis/kubeflow.org/v1/namespaces/{NS}/tfjobs/mnist-tfjob"
+JOB_PATH = f"/apis/batch/v1/namespaces/{NS}/jobs/mnist-job"
+PODS_PATH = f"/api/v1/namespaces/{NS}/pods"
+
+
+# -- requests ----------------------------------------------------------------------
+
+def test_create_tfjob_is_a_server_side_apply(api):
+    api.routes[("PATCH", TFJOB_PATH)] = (200, tfjob())
+    name = api.backend().create_job(tfjob())
+    assert name == "mnist-tfjob"
+    (req,) = api.requests
+    assert req["method"] == "PATCH" and req["path"] == TFJOB_PATH
+    assert req["content_type"] == APPLY_PATCH
+    assert req["query"] == {"fieldManager": [FIELD_MANAGER], "force": ["true"]}
+    assert req["body"] == tfjob()
+
+
+def test_each_kind_goes_to_its_rest_path(api):
+    objects = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}},
+        {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "outputs"}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "mnist-workers"},
+         "spec": {"clusterIP": "None", "selector": {"job-name": "mnist-job"}}},
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "tensorboard"},
+         "spec": {"selector": {"matchLabels": {"app": "tensorboard"}},
+                  "template": {"metadata": {"labels": {"app": "tensorboard"}}, **pod_template()}}},
+        job(),
+    ]
+    paths = [f"/api/v1/namespaces/{NS}", f"/api/v1/namespaces/{NS}/persistentvolumeclaims/outputs",
+             f"/api/v1/namespaces/{NS}/services/mnist-workers",
+             f"/apis/apps/v1/namespaces/{NS}/deployments/tensorboard", JOB_PATH]
+    for obj, path in zip(objects, paths):
+        api.routes[("PATCH", path)] = (200, obj)
+    api.backend().apply(objects)
+    assert [r["path"] for r in api.requests] == paths
+    assert all(r["content_type"] == APPLY_PATCH for r in api.requests)
+    # The namespace is filled in where the manifest left it out, so path and body agree.
+    assert api.requests[2]["body"]["metadata"]["namespace"] == NS
+    assert "namespace" not in api.requests[0]["body"]["metadata"]
+
+
+def test_delete_job_takes_its_pods_and_service_with_it(api):
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "mnist-workers"}}
+    api.routes[("PATCH", f"/api/v1/namespaces/{NS}/services/mnist-workers")] = (200, service)
+    api.routes[("PATCH", JOB_PATH)] = (200, job())
+    api.routes[("DELETE", JOB_PATH)] = (200, {})
+    backend = api.backend()
+    backend.create_job([service, job()])
+    api.requests.clear()
+    backend.delete_job("mnist-job")
+    deletes = [(r["method"], r["path"], r["body"]) for r in api.requests]
+    # Without propagationPolicy the API orphans a Job's pods (kubectl sets it for you).
+    assert deletes[0] == ("DELETE", JOB_PATH, {"propagationPolicy": "Background"})
+    assert deletes[1][1] == f"/api/v1/namespaces/{NS}/services/mnist-workers"  # 404 there is fine
+
+
+def test_tfjob_status_from_conditions_and_replica_statuses(api):
+    running = {**tfjob(), "status": {
+        "conditions": [
+            {"type": "Created", "status": "True", "reason": "TFJobCreated", "message": "created"},
+            {"type": "Running", "status": "True", "reason": "TFJobRunning", "message": "TFJob mnist/mnist-tfjob is running."}],
+        "replicaStatuses": {"Worker": {"active": 2}}}}
+    api.routes[("GET", TFJOB_PATH)] = (200, running)
+    pods = {"kind": "PodList", "apiVersion": "v1", "items": [
+        {"metadata": {"name": f"mnist-tfjob-worker-{i}", "labels": {"training.kubeflow.org/replica-type": "worker"}},
+         "status": {"containerStatuses": [{"name": "tensorflow", "image": "mnist:1", "imageID": "", "ready": True,
+                                           "restartCount": i, "state": {"running": {}}}]}} for i in range(2)]}
+    api.routes[("GET", PODS_PATH)] = (200, pods)
+    status = api.backend().get_job("mnist-tfjob", kind="TFJob")
+    assert status.phase == cluster.RUNNING
+    assert status.replicas == {"Worker": cluster.ReplicaStatus(active=2, restarts=1)}
+    assert status.summary() == "TFJob mnist-tfjob: Running (Worker: 2 active, 1 restarts)"
+    pod_query = [r["query"] for r in api.requests if r["path"] == PODS_PATH][0]
+    assert pod_query["labelSelector"] == ["training.kubeflow.org/job-name=mnist-tfjob"]
+
+
+def test_job_complete_reads_as_succeeded(api):
+    done = {**job(), "status": {"succeeded": 1, "conditions": [
+        {"type": "Complete", "status": "True", "reason": "Completed", "message": ""}]}}
+    api.routes[("GET", JOB_PATH + "/status")] = (200, done)
+    api.routes[("GET", PODS_PATH)] = (200, {"kind": "PodList", "items": []})
+    status = api.backend().get_job("mnist-job", kind="Job")
+    assert status.phase == cluster.SUCCEEDED and status.replicas["Pod"].succeeded == 1
+
+
+def test_failed_tfjob_raises_with_the_log_tail(api):
+    failed = {**tfjob(), "status": {
+        "conditions": [{"type": "Failed", "status": "True", "reason": "TFJobFailed",
+                        "message": "TFJob mnist/mnist-tfjob has failed because 1 Worker replica(s) failed."}],
+        "replicaStatuses": {"Worker": {"failed": 1, "active": 1}}}}
+    api.routes[("GET", TFJOB_PATH)] = (200, failed)
+    pod = {"metadata": {"name": "mnist-tfjob-worker-0", "creationTimestamp": "2026-01-01T00:00:00Z",
+                        "labels": {"training.kubeflow.org/replica-type": "worker"}}, "status": {}}
+    api.routes[("GET", PODS_PATH)] = (200, {"kind": "PodList", "items": [pod]})
+    api.routes[("GET", f"{PODS_PATH}/mnist-tfjob-worker-0/log")] = (200, "epoch 1\nerror: out of memory\n")
+    with pytest.raises(cluster.JobFailedError) as err:
+        api.backend().wait_for_job_conditions("mnist-tfjob", kind="TFJob", progress=False)
+    assert "1 Worker replica(s) failed" in str(err.value)
+    assert "error: out of memory" in str(err.value)
+    log_request = [r for r in api.requests if r["path"].endswith("/log")][0]
+    assert log_request["query"]["container"] == ["tensorflow"]
+    assert log_request["query"]["tailLines"] == ["30"]
+    selectors = [r["query"]["labelSelector"][0] for r in api.requests if r["path"] == PODS_PATH]
+    assert ("training.kubeflow.org/job-name=mnist-tfjob,training.kubeflow.org/replica-type=worker,"
+            "training.kubeflow.org/replica-index=0") in selectors
+
+
+def test_image_pull_backoff_is_reported_at_once(api):
+    api.routes[("GET", JOB_PATH + "/status")] = (200, {**job(), "status": {"active": 1}})
+    pod = {"metadata": {"name": "mnist-job-abcde"}, "status": {"containerStatuses": [
+        {"name": "tensorflow", "image": "mnist:typo", "imageID": "", "ready": False, "restartCount": 0,
+         "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image \"mnist:typo\""}}}]}}
+    api.routes[("GET", PODS_PATH)] = (200, {"kind": "PodList", "items": [pod]})
+    with pytest.raises(cluster.ImagePullError, match="cannot pull image 'mnist:typo'.*kind load docker-image"):
+        api.backend().wait_for_job_conditions("mnist-job", kind="Job", progress=False, timeout=5)
+
+
+# -- errors ------------------------------------------------------------------------------
+
+def test_missing_tfjob_crd_says_how_to_install_the_operator(api):
+    # Nothing routed: the API server answers 404 "could not find the requested resource".
+    with pytest.raises(cluster.OperatorMissingError) as err:
+        api.backend().create_job(tfjob())
+    assert 'kubectl apply --server-side -k "github.com/kubeflow/training-operator.git/manifests/' \
+           'overlays/standalone?ref=v1.9.2"' in str(err.value)
+
+
+def test_missing_namespace(api):
+    api.routes[("PATCH", JOB_PATH)] = (404, not_found(NS, "namespaces"))
+    with pytest.raises(cluster.NotFoundError, match=f"namespace {NS} does not exist"):
+        api.backend().create_job(job())
+
+
+@pytest.mark.parametrize("code, reason, message, error, says", [
+    (401, "Unauthorized", "Unauthorized", cluster.ForbiddenError, "credentials"),
+    (403, "Forbidden", 'jobs.batch "mnist-job" is forbidden: User "alice" cannot patch resource "jobs"',
+     cluster.ForbiddenError, "kubectl auth can-i create jobs -n mnist"),
+    (409, "Conflict", "Operation cannot be fulfilled", cluster.ConflictError, "retry"),
+    (422, "Invalid", 'Job.batch "mnist-job" is invalid: spec.template: Invalid value: field is immutable',
+     cluster.ConflictError, "delete it first"),
+    (422, "Invalid", 'Job.batch "mnist-job" is invalid: spec.backoffLimit: Invalid value: -1',
+     cluster.InvalidObjectError, "spec.backoffLimit"),
+])
+def test_api_errors_become_advice(api, code, reason, message, error, says):
+    api.routes[("PATCH", JOB_PATH)] = (code, status_error(code, reason, message))
+    with pytest.raises(error, match=says.replace("(", r"\(")):
+        api.backend().create_job(job())
+
+
+def test_unreachable_cluster():
+    configuration = client.Configuration(host="http://127.0.0.1:1")  # nothing listens on port 1
+    configuration.retries = 0
+    backend = KubernetesBackend(namespace=NS, api_client=client.ApiClient(configuration))
+    with pytest.raises(cluster.ClusterUnreachableError, match="cannot reach the Kubernetes API server"):
+        backend.get_job("mnist-job", kind="Job")
+
+
+def test_no_kubeconfig(monkeypatch, tmp_path):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    assert not cluster.cluster_configured()
+    assert cluster.backend_name() == "local"  # with no cluster, the default is local
+    with pytest.raises(cluster.NoClusterError, match="MNIST_BACKEND=local"):
+        KubernetesBackend()
+
+
+def test_backend_choice(monkeypatch):
+    monkeypatch.setenv("MNIST_BACKEND", "kubernetes")
+    assert cluster.backend_name() == "kubernetes"
+    assert cluster.backend_name("local") == "local"  # the argument wins
+    monkeypatch.setenv("MNIST_BACKEND", "k8s")
+    with pytest.raises(cluster.ClusterError, match="choose one of local, kubernetes"):
+        cluster.backend_name()
