@@ -1,0 +1,93 @@
+"""Run the local model server from a shell, with TF Serving's own flag names.
+
+    python -m mnist_lib.serve --port 8500 --rest_api_port 8501 \\
+        --model_name mnist --model_base_path outputs/export/mnist
+
+is what ``tensorflow_model_server`` (the real TF Serving) takes too, so a
+command from the course works against both. ``--model_base_path`` is the folder
+that *contains* the version folders ``1/``, ``2/``, ... As in TF Serving,
+``--rest_api_port 0`` (the default) leaves REST off. Unlike TF Serving, the
+server listens on 127.0.0.1 only unless ``--host 0.0.0.0`` is given (in a
+container). Stop it with Ctrl-C (or SIGTERM): it finishes in-flight requests,
+frees its ports and exits 0. Exit status 2: bad flags, base path or busy port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from mnist_lib import predict
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m mnist_lib.serve",
+        description="Serve SavedModel versions over TF Serving's gRPC and REST APIs.")
+    parser.add_argument("--port", type=int, default=predict.DEFAULT_PORT,
+                        help="gRPC port (default: %(default)s)")
+    parser.add_argument("--rest_api_port", type=int, default=0,
+                        help="REST port; 0 turns REST off, as in TF Serving (default: %(default)s)")
+    parser.add_argument("--model_name", default=predict.DEFAULT_MODEL,
+                        help="name clients ask for (default: %(default)s)")
+    parser.add_argument("--model_base_path", required=True,
+                        help="folder holding the version folders 1/, 2/, ... (e.g. outputs/export/mnist)")
+    parser.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0,
+                        help="how often to look for new versions (default: %(default)s)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default: %(default)s; 0.0.0.0 in a container)")
+    parser.add_argument("--version_policy", choices=("all", "latest"), default="all",
+                        help="serve every version found, or only the highest (TF Serving's "
+                             "default); default: %(default)s")
+    parser.add_argument("--max_batch_size", type=int, default=1024,
+                        help="largest batch one request may send (default: %(default)s)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve until interrupted."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if not 0 <= args.port < 65536 or not 0 <= args.rest_api_port < 65536:
+        print("error: ports must be between 0 and 65535", file=sys.stderr)
+        return 2
+    if args.max_batch_size < 1 or args.file_system_poll_wait_seconds <= 0:
+        print("error: --max_batch_size and --file_system_poll_wait_seconds must be positive",
+              file=sys.stderr)
+        return 2
+
+    from mnist_lib.serving import ModelServer  # imports TensorFlow: after the cheap checks
+
+    server = ModelServer(
+        args.model_base_path, args.model_name, port=args.port,
+        rest_api_port=args.rest_api_port or None, host=args.host,
+        poll_interval=args.file_system_poll_wait_seconds, version_policy=args.version_policy,
+        max_batch_size=args.max_batch_size)
+    try:
+        server.start()
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    print(f"Serving model {args.model_name!r} versions {server.versions()} from "
+          f"{server.model_base_path}", flush=True)
+    print(f"  gRPC: {server.grpc_address}", flush=True)
+    print(f"  REST: {server.rest_url or 'off (--rest_api_port to turn it on)'}", flush=True)
+    print("Press Ctrl-C to stop.", flush=True)
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        server.stop()
+    print("Stopped.", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
