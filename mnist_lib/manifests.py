@@ -177,7 +177,8 @@ def run_config(run_name: str, **hyperparameters: Any) -> TrainConfig:
     check_name(run_name, "run name")
     unknown = sorted(set(hyperparameters) - set(HYPERPARAMETERS))
     if unknown:
-        raise ManifestError(f"unknown hyperparameter(s) {unknown}; known: {list(HYPERPARAMETERS)}")
+        raise ManifestError(f"unknown hyperparameter(s) {unknown}; known: {list(HYPERPARAMETERS)} "
+                            f"(the folders come from the run name: {OUTPUT_MOUNT}/<run-name>/...)")
     run_dir = PurePosixPath(OUTPUT_MOUNT) / run_name
     config = TrainConfig(**hyperparameters, model_dir=run_dir / "checkpoints",
                          log_dir=run_dir / "logs", export_dir=run_dir / "export")
@@ -206,8 +207,9 @@ def _container(name: str, image: str, command: Sequence[str], args: Sequence[str
         # tag Kubernetes would default to "Always" and fail with ErrImagePull.
         "imagePullPolicy": "IfNotPresent",
         "command": list(command),
-        "args": list(args),
     }
+    if args:
+        container["args"] = list(args)
     if env:
         container["env"] = [{"name": k, "value": v} for k, v in env.items()]
     if ports:
@@ -302,7 +304,7 @@ def training_job(name: str, config: TrainConfig, image: str = DEFAULT_IMAGE,
                  namespace: str = DEFAULT_NAMESPACE,
                  resources: Mapping[str, Any] = TRAINING_RESOURCES) -> dict[str, Any]:
     """One training pod as a batch/v1 Job: the simplest way to train on a cluster."""
-    check_name(name, "job name", "-xxxxx")  # pods are <job>-<5 random characters>
+    check_name(name, "job name")
     _check_config(config)
     pod = _pod_spec([_training_container(config, image, resources)],
                     # OnFailure restarts the container in the same pod; training resumes
