@@ -489,7 +489,10 @@ def model_server(name: str = "mnist-serving", model_name: str = "mnist", model_b
     base_path = _check_under_outputs("model_base_path",
                                      model_base_path or f"{OUTPUT_MOUNT}/export/{model_name}")
     if command is None:
-        official = _check_image(image).split("@")[0].rsplit(":", 1)[0].endswith("tensorflow/serving")
+        repository = _check_image(image).split("@")[0]
+        if ":" in repository.rsplit("/", 1)[-1]:  # drop the tag, not a registry's port
+            repository = repository.rsplit(":", 1)[0]
+        official = repository.endswith("tensorflow/serving")
         command = ["tensorflow_model_server"] if official else ["python", "-m", "mnist_lib.serve"]
     # "--flag=value": tensorflow_model_server does not accept "--flag value".
     args = [f"--port={SERVING_GRPC_PORT}", f"--rest_api_port={SERVING_REST_PORT}",

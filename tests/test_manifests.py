@@ -381,6 +381,10 @@ def test_serving_and_tensorboard():
     assert [p["port"] for p in service["spec"]["ports"]] == [8500, 8501]
     course = m.model_server(image=m.DEFAULT_IMAGE)[0]["spec"]["template"]["spec"]["containers"][0]
     assert course["command"] == ["python", "-m", "mnist_lib.serve"] and course["args"] == container["args"]
+    for image in ("docker.io/tensorflow/serving:2.18.0-gpu", "localhost:5000/tensorflow/serving",
+                  "tensorflow/serving@sha256:" + "0" * 64):
+        assert m.model_server(image=image)[0]["spec"]["template"]["spec"]["containers"][0]["command"] == \
+            ["tensorflow_model_server"], image
     tb = m.tensorboard()[0]["spec"]["template"]["spec"]["containers"][0]
     assert tb["command"][:3] == ["tensorboard", "--logdir", "/outputs"]
     assert tb["volumeMounts"][0]["readOnly"] is True
