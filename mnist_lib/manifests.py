@@ -47,6 +47,7 @@ DEFAULT_NAMESPACE = "mnist"
 DEFAULT_IMAGE = "mnist-course:latest"  # the course image (Dockerfile), loaded into the cluster
 VOLUME_CLAIM = "mnist-outputs"
 SERVING_IMAGE = "tensorflow/serving:2.18.0"  # the official TF Serving image
+COURSE_SERVER = ["python", "-m", "mnist_lib.serve"]  # the same protocol, in the course image
 
 CONTAINER_NAME = "tensorflow"        # the training operator's default container name
 TF_PORT = DEFAULT_PORT               # 2222, the operator's default ...
@@ -493,10 +494,14 @@ def model_server(name: str = "mnist-serving", model_name: str = "mnist", model_b
         if ":" in repository.rsplit("/", 1)[-1]:  # drop the tag, not a registry's port
             repository = repository.rsplit(":", 1)[0]
         official = repository.endswith("tensorflow/serving")
-        command = ["tensorflow_model_server"] if official else ["python", "-m", "mnist_lib.serve"]
+        command = ["tensorflow_model_server"] if official else COURSE_SERVER
     # "--flag=value": tensorflow_model_server does not accept "--flag value".
     args = [f"--port={SERVING_GRPC_PORT}", f"--rest_api_port={SERVING_REST_PORT}",
             f"--model_name={model_name}", f"--model_base_path={base_path}"]
+    if list(command) == COURSE_SERVER:
+        # The course's server listens on 127.0.0.1 by default (safe on a laptop); in a
+        # pod it must listen on the pod's address for the Service and the probe.
+        args.append("--host=0.0.0.0")
     container = _container(
         "serving", image, command, args, resources,
         ports=[{"name": "grpc", "containerPort": SERVING_GRPC_PORT},

@@ -380,7 +380,8 @@ def test_serving_and_tensorboard():
     assert container["readinessProbe"]["httpGet"] == {"path": "/v1/models/mnist", "port": "http"}
     assert [p["port"] for p in service["spec"]["ports"]] == [8500, 8501]
     course = m.model_server(image=m.DEFAULT_IMAGE)[0]["spec"]["template"]["spec"]["containers"][0]
-    assert course["command"] == ["python", "-m", "mnist_lib.serve"] and course["args"] == container["args"]
+    assert course["command"] == ["python", "-m", "mnist_lib.serve"]
+    assert course["args"] == container["args"] + ["--host=0.0.0.0"]  # reachable from the Service
     for image in ("docker.io/tensorflow/serving:2.18.0-gpu", "localhost:5000/tensorflow/serving",
                   "tensorflow/serving@sha256:" + "0" * 64):
         assert m.model_server(image=image)[0]["spec"]["template"]["spec"]["containers"][0]["command"] == \
