@@ -10,8 +10,11 @@ setup:
 course: setup
 	$(PY) -m jupyter lab notebooks/
 
-## make test: the whole test suite (library tests, then every notebook under nbval)
+## make test: the whole test suite (library tests, then every notebook under nbval).
+## scripts/ensure-docker.sh first makes Docker ready (CI) or explains why the
+## container tests will skip (a laptop without Docker).
 test: setup
+	@scripts/ensure-docker.sh
 	$(PY) -m pytest
 
 ## make run-course: execute every notebook in order, headless, and print a summary

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Make sure Docker is ready for the course's container tests (chapter 02).
+#
+# Three cases:
+#   - `docker info` already works (a laptop with Docker Desktop / Docker Engine):
+#     nothing to do.
+#   - We are root on Debian with apt-get (the course's CI machines): install
+#     docker.io, start dockerd in the background (log: /var/log/course-dockerd.log),
+#     wait until it answers, and make the local base image (no registry there;
+#     see scripts/docker-base-image.sh).
+#   - Anything else (a learner's laptop without Docker, or without root): never
+#     install anything; say what is wrong and how to fix it. The Docker tests then
+#     skip with the same reason. When the CI variable is set, missing Docker is a
+#     failure instead: CI must run every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DOCKERD_LOG=${DOCKERD_LOG:-/var/log/course-dockerd.log}
+DOCKERD_WAIT_SECONDS=${DOCKERD_WAIT_SECONDS:-90}
+
+say() { echo "==> $*"; }
+
+# Report a problem. Under CI it is fatal; elsewhere the Docker tests just skip.
+unavailable() {
+  echo "docker: $1" >&2
+  [ -n "${2:-}" ] && echo "        fix: $2" >&2
+  if [ -n "${CI:-}" ]; then
+    echo "error: CI is set, so the Docker tests must run; failing." >&2
+    exit 1
+  fi
+  echo "note: the tests marked 'docker' will be skipped." >&2
+  exit 0
+}
+
+docker_answers() { command -v docker >/dev/null 2>&1 && timeout 20 docker info >/dev/null 2>&1; }
+
+can_provision() {
+  [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && [ -r /etc/debian_version ]
+}
+
+# Run apt-get quietly; on failure show its output. DPkg::Lock::Timeout waits for
+# another apt run instead of failing at once.
+apt_get() {
+  local log; log=$(mktemp)
+  if ! DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 -q "$@" >"$log" 2>&1; then
+    tail -n 20 "$log" >&2; rm -f "$log"
+    unavailable "apt-get $* failed (output above)." "check the network and apt sources, then rerun."
+  fi
+  rm -f "$log"
+}
+
+start_dockerd() {
+  say "starting dockerd in the background (log: $DOCKERD_LOG)"
+  # setsid + nohup: the daemon outlives `make test` like a system service would,
+  # and is not killed with make's process group.
+  setsid nohup dockerd >>"$DOCKERD_LOG" 2>&1 </dev/null &
+  local waited=0
+  until timeout 10 docker info >/dev/null 2>&1; do
+    if [ "$waited" -ge "$DOCKERD_WAIT_SECONDS" ]; then
+      echo "---- last lines of $DOCKERD_LOG ----" >&2
+      tail -n 20 "$DOCKERD_LOG" >&2 || true
+      unavailable "dockerd did not answer within ${DOCKERD_WAIT_SECONDS}s." \
+                  "read $DOCKERD_LOG; raise DOCKERD_WAIT_SECONDS if the machine is just slow."
+    fi
+    sleep 1; waited=$((waited + 1))
+  done
+  say "dockerd is up after ${waited}s"
+}
+
+if ! docker_answers; then
+  if ! can_provision; then
+    if ! command -v docker >/dev/null 2>&1; then
+      unavailable "Docker is not installed (no 'docker' command on PATH)." \
+                  "install Docker Desktop (macOS/Windows) or Docker Engine (Linux: https://docs.docker.com/engine/install/)."
+    fi
+    reason=$(timeout 20 docker info 2>&1 >/dev/null | grep -v '^$' | tail -n 1 || true)
+    unavailable "the Docker daemon is not reachable: ${reason:-docker info timed out}" \
+                "start Docker Desktop, or 'sudo systemctl start docker' on Linux; if it says 'permission denied', add yourself to the docker group ('sudo usermod -aG docker \$USER', then log in again)."
+  fi
+  if ! command -v dockerd >/dev/null 2>&1; then
+    say "installing docker.io with apt-get (about a minute)"
+    apt_get update
+    apt_get install -y --no-install-recommends docker.io
+  fi
+  # The package may have started the daemon itself (on machines with an init system).
+  docker_answers || start_dockerd
+fi
+
+# On the machines we provision there is no image registry: make the base image
+# locally (unless MNIST_BASE_IMAGE names another base for the tests).
+if can_provision && [ -z "${MNIST_BASE_IMAGE:-}" ]; then
+  scripts/docker-base-image.sh
+fi
