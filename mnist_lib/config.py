@@ -52,9 +52,26 @@ class TrainConfig:
         for name in ("model_dir", "log_dir", "export_dir", "data_dir"):
             setattr(self, name, Path(getattr(self, name)))
 
+    @classmethod
+    def for_run(cls, run_name: str, root: Path | str | None = None, **hyperparameters: Any) -> "TrainConfig":
+        """A config whose folders are the run's own: ``<root>/<run-name>/{checkpoints,logs,export}``.
+
+        ``root`` defaults to :func:`mnist_lib.paths.output_dir` (``outputs/``); the
+        manifests use ``/outputs``, the shared volume. One folder per run, so runs
+        never overwrite each other's checkpoints or exports (the 2018 sweep exported
+        all nine trials into one folder).
+        """
+        run_dir = Path(root if root is not None else paths.output_dir()) / run_name
+        return cls(**hyperparameters, model_dir=run_dir / "checkpoints",
+                   log_dir=run_dir / "logs", export_dir=run_dir / "export")
+
     # -- validation ------------------------------------------------------
-    def validate(self) -> "TrainConfig":
-        """Raise :class:`ConfigError` for the first invalid value; return self if all is well."""
+    def validate(self, check_paths: bool = True) -> "TrainConfig":
+        """Raise :class:`ConfigError` for the first invalid value; return self if all is well.
+
+        ``check_paths=False`` skips creating and probing the folders: for a config
+        that will run elsewhere (a pod, whose folders are on the cluster's volume).
+        """
         lr = self.learning_rate
         if not (isinstance(lr, (int, float)) and math.isfinite(lr) and 0 < lr <= 1):
             raise ConfigError(
@@ -74,9 +91,10 @@ class TrainConfig:
             )
         if not _valid_model_name(self.model_name):
             raise ConfigError(f"--model-name {self.model_name!r} is not valid: use {MODEL_NAME_HELP}.")
-        for flag, folder in (("--model-dir", self.model_dir), ("--log-dir", self.log_dir),
-                             ("--export-dir", self.export_dir)):
-            _check_writable(flag, folder)
+        if check_paths:
+            for flag, folder in (("--model-dir", self.model_dir), ("--log-dir", self.log_dir),
+                                 ("--export-dir", self.export_dir)):
+                _check_writable(flag, folder)
         return self
 
     # -- conversions -----------------------------------------------------

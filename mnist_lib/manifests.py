@@ -31,7 +31,6 @@ import dataclasses
 import difflib
 import re
 import sys
-import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -155,17 +154,15 @@ def _check_under_outputs(what: str, path: str | Path) -> str:
 def _check_config(config: TrainConfig) -> TrainConfig:
     """Validate the hyperparameters here, in a fraction of a second, not in a failing pod.
 
-    ``TrainConfig.validate`` also proves its folders are writable on *this* machine;
-    ours are on the cluster's volume, so it checks a copy pointing at a scratch folder.
+    The folders are on the cluster's volume, not on this machine: only check that
+    they are under the mount.
     """
     if not isinstance(config, TrainConfig):
         raise ManifestError(f"config must be a TrainConfig (see run_config()), got {type(config).__name__}")
     for flag, folder in (("--model-dir", config.model_dir), ("--log-dir", config.log_dir),
                          ("--export-dir", config.export_dir)):
         _check_under_outputs(flag, folder)
-    with tempfile.TemporaryDirectory() as scratch:
-        dataclasses.replace(config, model_dir=scratch, log_dir=scratch, export_dir=scratch).validate()
-    return config
+    return config.validate(check_paths=False)
 
 
 def run_config(run_name: str, **hyperparameters: Any) -> TrainConfig:
@@ -180,10 +177,7 @@ def run_config(run_name: str, **hyperparameters: Any) -> TrainConfig:
     if unknown:
         raise ManifestError(f"unknown hyperparameter(s) {unknown}; known: {list(HYPERPARAMETERS)} "
                             f"(the folders come from the run name: {OUTPUT_MOUNT}/<run-name>/...)")
-    run_dir = PurePosixPath(OUTPUT_MOUNT) / run_name
-    config = TrainConfig(**hyperparameters, model_dir=run_dir / "checkpoints",
-                         log_dir=run_dir / "logs", export_dir=run_dir / "export")
-    return _check_config(config)
+    return _check_config(TrainConfig.for_run(run_name, root=OUTPUT_MOUNT, **hyperparameters))
 
 
 # -- building blocks ----------------------------------------------------------------
