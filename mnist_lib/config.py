@@ -97,6 +97,17 @@ class TrainConfig:
                 _check_writable(flag, folder)
         return self
 
+    def remove_outputs(self) -> None:
+        """Delete this run's checkpoints, logs and exports, to train from scratch.
+
+        Without it, training the same run again *resumes* (or, if it finished,
+        returns the finished result): that is what a restarted pod should do.
+        """
+        import shutil
+
+        for folder in (self.model_dir, self.log_dir, self.export_dir):
+            shutil.rmtree(folder, ignore_errors=True)
+
     # -- conversions -----------------------------------------------------
     def to_args(self) -> list[str]:
         """The command-line flags that reproduce this config (used by every manifest).

@@ -259,9 +259,14 @@ class _TrainingRun:
         prefix = "" if role.strategy == tf_config.SINGLE else f"[{role.task_type} {role.task_index}] "
         self._say(f"{prefix}Training {_describe(cfg)}")
         self._say(f"{prefix}Cluster: {role.describe()}")
-        if start_epoch >= cfg.epochs:
-            self._say(f"{prefix}All {cfg.epochs} epochs were already done (checkpoint in {cfg.model_dir}).")
-        elif start_epoch:
+        finished = read_result(cfg.model_dir) if start_epoch >= cfg.epochs else None
+        if finished:
+            # A replica restarted after the run completed must not train or export again.
+            self._say(f"{prefix}Already trained: all {cfg.epochs} epochs are in {cfg.model_dir} "
+                      "(delete that folder, or use a new run name, to train again).")
+            self._barrier()
+            return TrainResult(**finished) if chief else None
+        if start_epoch:
             self._say(f"{prefix}Resuming from {latest}: {start_epoch} of {cfg.epochs} epochs done.")
 
         # Non-chief workers must save too (saving can involve collective ops), but

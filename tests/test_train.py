@@ -161,3 +161,12 @@ def test_parameter_server_training(tmp_path):
     result = read_result(tmp_path / "checkpoints")
     assert result["strategy"] == "parameter_server" and result["test_accuracy"] > 0.9
     assert (tmp_path / "export" / "mnist" / "1" / "saved_model.pb").is_file()
+
+
+def test_finished_run_is_not_trained_or_exported_again(quick_run):
+    """A pod restarted after its run completed (or a notebook cell run twice) must not
+    export a second version: the first result stands."""
+    done = run_train(QUICK_TRAINING + run_dirs(quick_run))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Already trained" in done.stdout
+    assert sorted(p.name for p in (quick_run / "export" / "mnist").iterdir()) == ["1"]
