@@ -114,7 +114,7 @@ class ReplicaStatus:
     def __str__(self) -> str:
         parts = [f"{n} {word}" for n, word in ((self.active, "active"), (self.succeeded, "succeeded"),
                                                (self.failed, "failed"), (self.restarts, "restarts")) if n]
-        return ", ".join(parts) or "none yet"
+        return ", ".join(parts) or "0 active"
 
 
 @dataclass

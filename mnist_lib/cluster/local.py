@@ -20,7 +20,9 @@ started the way Kubernetes and the Kubeflow training operator (v1) would start i
 - Namespaces and PersistentVolumeClaims are recorded; there is nothing to run.
 
 Containers run this checkout's code instead of an image: ``python`` becomes this
-kernel's interpreter and ``tensorboard`` becomes ``python -m tensorboard.main``.
+kernel's interpreter, ``tensorboard`` becomes ``python -m tensorboard.main`` and
+``tensorflow_model_server`` the course's own server, ``python -m mnist_lib.serve``
+(same flags, same protocol).
 The shared claim mounted at ``/outputs`` maps to :func:`mnist_lib.paths.output_dir`,
 and every argument or environment value under a mount path is rewritten to match.
 
@@ -52,7 +54,7 @@ import psutil
 
 from mnist_lib import paths
 from mnist_lib.cluster import (CREATED, FAILED, RESTARTING, RUNNING, SUCCEEDED, ConflictError,
-                               ImagePullError, InvalidObjectError, JobStatus, NotFoundError, Objects,
+                               InvalidObjectError, JobStatus, NotFoundError, Objects,
                                ReplicaStatus, as_list, canonical_replica, main_replica, replica_specs)
 from mnist_lib.cluster.base import Backend, PortForward
 from mnist_lib.tf_config import WORKER_HOSTS_ENV, build_tf_config
@@ -108,24 +110,28 @@ def _exit_code(returncode: int) -> int:
 
 
 def stop_process_group(pid: int, grace: float = STOP_GRACE_SECONDS) -> None:
-    """SIGTERM the process group led by ``pid``, then SIGKILL what is left after ``grace`` seconds."""
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
-        return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
+    """SIGTERM the process group led by ``pid``, SIGKILL what is left after ``grace`` seconds.
+
+    Returns once the group is gone, so the caller can rely on its ports being free.
+    """
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
         try:
-            if not [p for p in psutil.process_iter(["pid"]) if _pgid(p.pid) == pid
-                    and p.status() != psutil.STATUS_ZOMBIE]:
+            os.killpg(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not _group_alive(pid):
                 return
-        except psutil.Error:
-            pass
-        time.sleep(0.1)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+            time.sleep(0.05)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Does any process (zombies aside) still belong to process group ``pgid``?"""
+    for p in psutil.process_iter(["status"]):
+        if p.info["status"] != psutil.STATUS_ZOMBIE and _pgid(p.pid) == pgid:
+            return True
+    return False
 
 
 def _pgid(pid: int) -> int | None:
@@ -231,6 +237,8 @@ def _command(container: Mapping[str, Any]) -> list[str]:
         return [sys.executable, "-m", "tensorboard.main"] + argv[1:]
     if program == "mnist-train":
         return [sys.executable, "-m", "mnist_lib.train"] + argv[1:]
+    if program == "tensorflow_model_server":  # not on PyPI: the course's server speaks its protocol
+        return [sys.executable, "-m", "mnist_lib.serve"] + argv[1:]
     raise InvalidObjectError(
         f"the local backend runs the course image's programs (python -m ..., tensorboard), "
         f"not {argv[0]!r} from image {container.get('image')!r}; run this manifest on a cluster "
@@ -385,7 +393,9 @@ class LocalBackend(Backend):
         if kind == "Job":
             count = int(spec.get("completions") or 1)
             indexed = spec.get("completionMode") == "Indexed"
-            policy = (template.get("spec") or {}).get("restartPolicy", "Never")
+            # The Job controller retries a failed pod until backoffLimit whatever the pod's
+            # restartPolicy (Never: in a new pod, OnFailure: in the same one).
+            policy = "OnFailure"
             hosts = [free_port() for _ in range(count)]
             replicas = [self._replica("Pod", i, template, logs, policy,
                                       extra_env={"JOB_COMPLETION_INDEX": str(i)} if indexed else {},

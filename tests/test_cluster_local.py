@@ -1,0 +1,234 @@
+"""The local backend: real processes running real training, wired as on a cluster.
+
+Tiny trainings (MLP, 1 epoch, 4,000 images): the machine has two cores. The
+accuracy comparisons (12,000 images) use the same data and epochs for every strategy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from conftest import COURSE_ROOT, run_dirs, run_train
+from mnist_lib import cluster, manifests
+from mnist_lib.cluster.local import LocalBackend, rewrite_path
+
+TINY = {"architecture": "mlp", "epochs": 1, "train_limit": 4000}
+# Accuracy comparisons need a model past its first steep steps: 4,000 images leave it
+# where one step more or less (asynchronous parameter servers) moves accuracy by a point.
+COMPARE = {"architecture": "mlp", "epochs": 1, "train_limit": 12000}
+COMPARE_ARGS = ["--architecture", "mlp", "--epochs", "1", "--train-limit", "12000"]
+
+
+@pytest.fixture
+def outputs(tmp_path, monkeypatch) -> Path:
+    """A fresh MNIST_OUTPUT_DIR: where /outputs of the manifests lands."""
+    monkeypatch.setenv("MNIST_OUTPUT_DIR", str(tmp_path / "outputs"))
+    return tmp_path / "outputs"
+
+
+@pytest.fixture
+def backend(outputs, tmp_path):
+    b = LocalBackend(state_dir=tmp_path / "state")
+    yield b
+    b.shutdown()
+    assert_no_processes_left(b)
+
+
+def assert_no_processes_left(b: LocalBackend) -> None:
+    """Nothing this test process started is still running (zombies aside)."""
+    me = psutil.Process()
+    deadline = time.monotonic() + 10
+    while True:
+        alive = [p for p in me.children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE]
+        if not alive or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert not alive, [p.cmdline()[:4] for p in alive]
+    assert not list((b.state_dir / "pids").glob("*.json")), "pid records left behind"
+
+
+def result(outputs: Path, run: str) -> dict:
+    return json.loads((outputs / run / "checkpoints" / "result.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def single_accuracy(tmp_path_factory) -> float:
+    """Test accuracy of one plain process with the same data and epochs."""
+    root = tmp_path_factory.mktemp("single")
+    done = run_train(COMPARE_ARGS + run_dirs(root))
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads((root / "checkpoints" / "result.json").read_text())["test_accuracy"]
+
+
+# -- distributed training ------------------------------------------------------------
+
+@pytest.mark.slow
+def test_two_worker_tfjob_matches_single_process(backend, outputs, single_accuracy):
+    config = manifests.run_config("two-workers", **COMPARE)
+    name = backend.create_job(manifests.tfjob("two-workers", config, workers=2))
+    status = backend.wait_for_job_conditions(name, timeout=300, progress=False)
+    assert status.phase == cluster.SUCCEEDED
+    # The operator's TF_CONFIG, with localhost ports in place of service names.
+    tf_config = json.loads(backend.replica_env(name, "worker", 1)["TF_CONFIG"])
+    assert tf_config["task"] == {"type": "worker", "index": 1}
+    assert [a.split(":")[0] for a in tf_config["cluster"]["worker"]] == ["localhost", "localhost"]
+    run = result(outputs, "two-workers")
+    assert run["strategy"] == "multi_worker" and run["workers"] == 2
+    assert abs(run["test_accuracy"] - single_accuracy) <= 0.005
+    assert "Test accuracy" in backend.get_job_logs(name, replica="worker", index=0)
+
+
+@pytest.mark.slow
+def test_parameter_server_tfjob_matches_single_process(backend, outputs, single_accuracy):
+    config = manifests.run_config("with-ps", **COMPARE)
+    name = backend.create_job(manifests.tfjob("with-ps", config, workers=2, parameter_servers=1))
+    status = backend.wait_for_job_conditions(name, timeout=300, progress=False)
+    assert status.phase == cluster.SUCCEEDED
+    assert status.replicas["Chief"].succeeded == 1
+    # The chief succeeded, so the parameter server (which never exits) was stopped.
+    assert status.replicas["PS"].active == 0 and backend.processes() == []
+    run = result(outputs, "with-ps")
+    assert run["strategy"] == "parameter_server"
+    assert abs(run["test_accuracy"] - single_accuracy) <= 0.005
+
+
+@pytest.mark.slow
+def test_indexed_job_without_the_operator(backend, outputs):
+    config = manifests.run_config("indexed", **TINY)
+    name = backend.create_job(manifests.indexed_job("indexed", config, workers=2))
+    backend.wait_for_job_conditions(name, timeout=300, progress=False)
+    env = backend.replica_env(name, index=1)
+    assert env["JOB_COMPLETION_INDEX"] == "1"
+    assert env["MNIST_WORKER_HOSTS"].count("localhost:") == 2  # cluster DNS, played locally
+    assert result(outputs, "indexed")["workers"] == 2
+
+
+@pytest.mark.slow
+def test_killed_worker_restarts_and_training_resumes(backend, outputs):
+    epochs = 4
+    config = manifests.run_config("resume", architecture="mlp", epochs=epochs, train_limit=12000)
+    name = backend.create_job(manifests.tfjob("resume", config, workers=2))
+    history = outputs / "resume" / "checkpoints" / "history.json"
+    deadline = time.monotonic() + 300
+    while not (history.exists() and json.loads(history.read_text() or "[]")):  # epoch 1 checkpointed
+        assert time.monotonic() < deadline and not backend.get_job(name).finished
+        time.sleep(0.05)
+    victim = backend._replica_of(backend._find(name), "worker", 1).proc.pid
+    os.kill(victim, signal.SIGKILL)  # as if its node died
+
+    status = backend.wait_for_job_conditions(name, timeout=400, progress=False)
+    assert status.phase == cluster.SUCCEEDED
+    assert status.replicas["Worker"].restarts >= 1
+    logs = backend.get_job_logs(name, replica="worker", index=1)
+    assert "restarted" in logs and "Resuming from" in logs
+    run = result(outputs, "resume")
+    assert [h["epoch"] for h in run["history"]] == list(range(1, epochs + 1))
+    assert run["resumed_from_epoch"] >= 1
+
+
+# -- failures and cleanup -----------------------------------------------------------
+
+def test_crashing_job_ends_failed_with_its_logs(backend):
+    config = manifests.run_config("crash", **TINY)
+    job = manifests.training_job("crash", config)
+    job["spec"]["backoffLimit"] = 1
+    job["spec"]["template"]["spec"]["containers"][0]["args"] += ["--width", "0"]  # invalid: exit 2
+    name = backend.create_job(job)
+    with pytest.raises(cluster.JobFailedError) as err:
+        backend.wait_for_job_conditions(name, timeout=120, progress=False)
+    assert err.value.status.phase == cluster.FAILED
+    assert "backoff limit" in str(err.value)
+    assert "error: --width must be an integer from 1" in str(err.value)  # the tail of its logs
+
+
+def sleeper(name: str, ignore_sigterm: bool = False) -> dict:
+    """A Job whose one pod sleeps: something long-running that is quick to start."""
+    code = ("import signal, time\n"
+            + ("signal.signal(signal.SIGTERM, signal.SIG_IGN)\n" if ignore_sigterm else "")
+            + "print('sleeping', flush=True)\ntime.sleep(120)")
+    container = {"name": "main", "image": "python:3.11", "command": ["python", "-c", code]}
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
+            "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [container]}}}}
+
+
+def test_delete_stops_everything(backend):
+    name = backend.create_job(sleeper("sleepy"))
+    backend.wait_for_job_conditions(name, expected_conditions=[cluster.RUNNING], progress=False)
+    pids = backend.processes()
+    assert len(pids) == 1
+    backend.delete_job(name)
+    assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids)
+    with pytest.raises(cluster.NotFoundError):
+        backend.get_job(name)
+    backend.delete_job(name)  # deleting twice is fine
+
+
+def test_same_name_twice_is_a_conflict(backend):
+    backend.create_job(sleeper("twice"))
+    with pytest.raises(cluster.ConflictError, match="delete_job"):
+        backend.create_job(sleeper("twice"))
+
+
+def test_deployment_and_port_forward(backend):
+    server = ("import sys, http.server as h\n"
+              "h.HTTPServer(('127.0.0.1', int(sys.argv[2])), h.SimpleHTTPRequestHandler).serve_forever()")
+    labels = {"app": "web"}
+    deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+                  "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {
+                      "metadata": {"labels": labels},
+                      "spec": {"containers": [{"name": "web", "image": "python:3.11",
+                                               "command": ["python", "-c", server, "--port", "8080"],
+                                               "ports": [{"name": "http", "containerPort": 8080}]}]}}}}
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+               "spec": {"selector": labels, "ports": [{"port": 80, "targetPort": "http"}]}}
+    backend.apply([deployment, service])
+    with backend.port_forward("web", 80) as forward:
+        assert forward.local_port != 8080  # a free port, so two courses can run side by side
+        assert urllib.request.urlopen(forward.url, timeout=10).status == 200
+    assert backend.get_job("web").phase == cluster.RUNNING
+    backend.delete([deployment, service])
+    assert backend.processes() == []
+
+
+def test_dead_kernels_leftovers_are_stopped(outputs, tmp_path):
+    """A kernel killed with SIGKILL runs no atexit hook: the next one cleans up after it."""
+    state = tmp_path / "state"
+    script = (
+        "import sys, time\n"
+        "sys.path.insert(0, 'tests')\n"
+        "from test_cluster_local import sleeper\n"
+        "from mnist_lib.cluster.local import LocalBackend\n"
+        f"b = LocalBackend(state_dir={str(state)!r})\n"
+        "b.create_job(sleeper('stubborn', ignore_sigterm=True))\n"
+        "while 'sleeping' not in b.get_job_logs('stubborn'):\n"
+        "    time.sleep(0.1)\n"
+        "print(b.processes()[0], flush=True)\n"
+        "time.sleep(300)\n")
+    kernel = subprocess.Popen([sys.executable, "-c", script], cwd=COURSE_ROOT, stdout=subprocess.PIPE, text=True)
+    pid = int(kernel.stdout.readline())
+    kernel.kill()
+    kernel.wait()
+    # It ignores SIGTERM (the kernel's death signal), so only the state folder can find it.
+    assert psutil.pid_exists(pid)
+    fresh = LocalBackend(state_dir=state)
+    assert fresh.cleaned_up == ["Job stubborn pod-0"]
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    fresh.shutdown()
+
+
+def test_paths_under_mounts_are_rewritten(outputs):
+    mounts = {"/outputs": outputs}
+    assert rewrite_path("/outputs/run/checkpoints", mounts) == f"{outputs}/run/checkpoints"
+    assert rewrite_path("--log-dir=/outputs/run/logs", mounts) == f"--log-dir={outputs}/run/logs"
+    assert rewrite_path("/outputsx", mounts) == "/outputsx"
+    assert rewrite_path("mlp", mounts) == "mlp"
