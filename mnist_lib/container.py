@@ -77,7 +77,8 @@ def _docker_binary() -> str:
 
 def _unavailable_reason(stderr: str) -> str | None:
     """If docker's error output means "can't reach the daemon", say why in plain words."""
-    text = stderr.strip()
+    # Ignore docker's warnings (e.g. an unreadable ~/.docker/config.json): not the reason.
+    text = "\n".join(line for line in stderr.strip().splitlines() if not line.startswith("WARNING"))
     lowered = text.lower()
     where = os.environ.get("DOCKER_HOST") or "the default socket (/var/run/docker.sock)"
     if "permission denied" in lowered:

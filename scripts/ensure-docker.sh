@@ -73,9 +73,15 @@ if ! docker_answers; then
       unavailable "Docker is not installed (no 'docker' command on PATH)." \
                   "install Docker Desktop (macOS/Windows) or Docker Engine (Linux: https://docs.docker.com/engine/install/)."
     fi
-    reason=$(timeout 20 docker info 2>&1 >/dev/null | grep -v '^$' | tail -n 1 || true)
-    unavailable "the Docker daemon is not reachable: ${reason:-docker info timed out}" \
-                "start Docker Desktop, or 'sudo systemctl start docker' on Linux; if it says 'permission denied', add yourself to the docker group ('sudo usermod -aG docker \$USER', then log in again)."
+    reason=$(timeout 20 docker info 2>&1 >/dev/null | grep -v '^WARNING' | grep -iE 'cannot connect|permission denied|error' | head -n 1 || true)
+    case "$reason" in
+      *"permission denied"*)
+        unavailable "you may not use the Docker daemon: $reason" \
+                    "add yourself to the docker group ('sudo usermod -aG docker \$USER'), then log out and in again." ;;
+      *)
+        unavailable "the Docker daemon is not reachable: ${reason:-docker info did not answer}" \
+                    "start Docker Desktop, or on Linux 'sudo systemctl start docker'; if DOCKER_HOST is set, check where it points." ;;
+    esac
   fi
   if ! command -v dockerd >/dev/null 2>&1; then
     say "installing docker.io with apt-get (about a minute)"

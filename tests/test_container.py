@@ -221,3 +221,23 @@ def test_training_in_a_container_exports_a_servable_model(course_image: containe
     assert classes.shape == (32,)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
     np.testing.assert_array_equal(classes, probabilities.argmax(axis=1))
+
+
+@pytest.mark.parametrize("stderr, expected", [
+    # Real messages from the docker CLI (28.x), as a learner would see them.
+    ("permission denied while trying to connect to the Docker daemon socket at "
+     "unix:///var/run/docker.sock: Get \"http://%2Fvar%2Frun%2Fdocker.sock/v1.50/info\": "
+     "dial unix /var/run/docker.sock: connect: permission denied", "docker group"),
+    ("WARNING: Error loading config file: open /root/.docker/config.json: permission denied\n"
+     "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. "
+     "Is the docker daemon running?", "daemon is not running"),
+    ("error during connect: Get \"http://127.0.0.1:2375/v1.50/info\": dial tcp 127.0.0.1:2375: "
+     "connect: connection refused", "daemon is not running"),
+    ("Error response from daemon: No such image: nothing:here", None),
+])
+def test_daemon_errors_are_told_apart(stderr: str, expected: str | None) -> None:
+    reason = container._unavailable_reason(stderr)
+    if expected is None:
+        assert reason is None  # an ordinary failure, not "Docker is unavailable"
+    else:
+        assert reason is not None and expected in reason
