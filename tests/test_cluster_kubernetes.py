@@ -226,6 +226,43 @@ def test_image_pull_backoff_is_reported_at_once(api):
         api.backend().wait_for_job_conditions("mnist-job", kind="Job", progress=False, timeout=5)
 
 
+def test_supports_tfjob_asks_for_the_crd(api):
+    backend = api.backend()
+    assert backend.supports_tfjob() is False  # 404: no such resource type
+    api.routes[("GET", f"/apis/kubeflow.org/v1/namespaces/{NS}/tfjobs")] = (200, {"items": []})
+    assert backend.supports_tfjob() is True
+
+
+def test_read_output_runs_a_pod_that_mounts_the_volume(api):
+    api.routes[("POST", PODS_PATH)] = (201, {"kind": "Pod", "metadata": {"name": "x"}})
+    done = {"kind": "Pod", "metadata": {"name": "x"}, "status": {"phase": "Succeeded", "containerStatuses": [
+        {"name": "helper", "image": "mnist-course:latest", "imageID": "", "ready": False, "restartCount": 0,
+         "state": {"terminated": {"exitCode": 0}}}]}}
+
+    def route_pod_paths():
+        created = [r for r in api.requests if r["method"] == "POST"]
+        name = created[0]["body"]["metadata"]["name"]
+        api.routes[("GET", f"{PODS_PATH}/{name}")] = (200, done)
+        api.routes[("GET", f"{PODS_PATH}/{name}/log")] = (200, '{"test_accuracy": 0.97}')
+        api.routes[("DELETE", f"{PODS_PATH}/{name}")] = (200, {})
+        return created[0]["body"]
+
+    backend = api.backend()
+    original = backend.core.create_namespaced_pod
+
+    def create_then_route(namespace, body, **kw):
+        answer = original(namespace, body, **kw)
+        route_pod_paths()
+        return answer
+
+    backend.core.create_namespaced_pod = create_then_route
+    assert backend.read_result(type("C", (), {"model_dir": "/outputs/ch03-job/checkpoints"})) == {"test_accuracy": 0.97}
+    pod = [r for r in api.requests if r["method"] == "POST"][0]["body"]
+    assert pod["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == "mnist-outputs"
+    assert pod["spec"]["containers"][0]["command"][-1] == "/outputs/ch03-job/checkpoints/result.json"
+    assert [r["method"] for r in api.requests][-1] == "DELETE"  # the helper pod is removed
+
+
 # -- errors ------------------------------------------------------------------------------
 
 def test_missing_tfjob_crd_says_how_to_install_the_operator(api):

@@ -7,12 +7,13 @@ top of ``get_job``, so both backends report progress and failures the same way.
 
 from __future__ import annotations
 
+import json
 import time
 from abc import ABC, abstractmethod
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
-from mnist_lib.cluster import (FAILED, SUCCEEDED, JobFailedError, JobStatus, JobTimeoutError, Objects,
-                               as_list, job_in, main_replica)
+from mnist_lib.cluster import (FAILED, SUCCEEDED, JobFailedError, JobStatus, JobTimeoutError, NotFoundError,
+                               Objects, as_list, job_in, main_replica)
 
 LOG_TAIL_LINES = 30
 
@@ -80,8 +81,29 @@ class Backend(ABC):
         """Reach ``port`` of a Service (or Pod) from this machine; returns the local port."""
 
     @abstractmethod
+    def replica_env(self, name: str, replica: str | None = None, index: int = 0,
+                    kind: str | None = None) -> dict[str, str]:
+        """The environment a replica was given: TF_CONFIG, JOB_COMPLETION_INDEX, MNIST_* variables."""
+
+    @abstractmethod
+    def read_output(self, path: str) -> str:
+        """The text of a file on the shared volume, e.g. ``/outputs/ch03-job/checkpoints/result.json``."""
+
+    @abstractmethod
+    def clear_outputs(self, config: Any) -> None:
+        """Delete a run's checkpoints, logs and export on the shared volume, to train it from scratch."""
+
+    @abstractmethod
+    def supports_tfjob(self) -> bool:
+        """Can this backend run TFJobs (on a cluster: is the Kubeflow training operator installed)?"""
+
+    @abstractmethod
     def describe(self) -> str:
         """Where jobs run, in one line."""
+
+    def processes(self) -> list[int]:
+        """PIDs of processes this backend runs on this machine (none for a cluster)."""
+        return []
 
     # -- built on the primitives --------------------------------------------
     def create_job(self, objects: Objects) -> str:
@@ -118,6 +140,13 @@ class Backend(ABC):
                     f"{status.kind} {name} is still {status.phase} after {timeout:.0f} s; it keeps running. "
                     "Look at its logs (get_job_logs), wait again, or delete it (delete_job).")
             time.sleep(polling_interval)
+
+    def read_result(self, config: Any) -> dict[str, Any] | None:
+        """A finished run's ``result.json`` (test accuracy, timings...), or None if there is none yet."""
+        try:
+            return json.loads(self.read_output(f"{config.model_dir}/result.json"))
+        except NotFoundError:
+            return None
 
     def check_pods(self, status: JobStatus) -> None:
         """Raise early for pod problems that never end by themselves (e.g. image pull errors)."""

@@ -23,6 +23,8 @@ import os
 import select
 import socket
 import threading
+import time
+import uuid
 from typing import Any, Iterator, Mapping
 
 import urllib3
@@ -314,6 +316,95 @@ class KubernetesBackend(Backend):
         with self._errors("follow logs of", "Pod", pod):
             yield from watch.Watch().stream(self.core.read_namespaced_pod_log, pod, self.namespace,
                                             container=container)
+
+    def replica_env(self, name: str, replica: str | None = None, index: int = 0,
+                    kind: str | None = None) -> dict[str, str]:
+        """The environment of the replica's pod, as the operator (or the Job controller) filled it in."""
+        pod, container = self._pod_of(name, replica, index, kind)
+        with self._errors("get", "Pod", pod):
+            spec = self.api_client.sanitize_for_serialization(
+                self.core.read_namespaced_pod(pod, self.namespace)).get("spec") or {}
+        containers = spec.get("containers") or [{}]
+        chosen = next((c for c in containers if c.get("name") == container), containers[0])
+        env = {v["name"]: v.get("value", "") for v in chosen.get("env") or []}
+        if "JOB_COMPLETION_INDEX" in env:  # Kubernetes fills it in from the pod's annotation
+            env["JOB_COMPLETION_INDEX"] = env["JOB_COMPLETION_INDEX"] or str(index)
+        return {k: v for k, v in env.items() if k in ("TF_CONFIG", "JOB_COMPLETION_INDEX") or k.startswith("MNIST_")}
+
+    def supports_tfjob(self) -> bool:
+        """True if the cluster serves kubeflow.org/v1 tfjobs (the training operator's CRD is installed)."""
+        try:
+            with self._errors("list", "TFJob", "*"):
+                self.custom.list_namespaced_custom_object(*TFJOB[:2], self.namespace, TFJOB[2], limit=1)
+            return True
+        except OperatorMissingError:
+            return False
+
+    # -- the shared volume ---------------------------------------------------------------
+    def read_output(self, path: str) -> str:
+        """Read a file on the volume with a short-lived pod that mounts it (the notebook cannot)."""
+        code = ("import sys, pathlib\np = pathlib.Path(sys.argv[1])\n"
+                "sys.exit(3) if not p.is_file() else print(p.read_text(), end='')")
+        text, code_ = self._run_on_volume(["python", "-c", code, str(path)])
+        if code_ == 3:
+            raise NotFoundError(f"{path} does not exist on the shared volume")
+        return text
+
+    def clear_outputs(self, config: Any) -> None:
+        code = "import shutil, sys\nfor p in sys.argv[1:]: shutil.rmtree(p, ignore_errors=True)"
+        self._run_on_volume(["python", "-c", code, str(config.model_dir), str(config.log_dir),
+                             str(config.export_dir)])
+
+    def _run_on_volume(self, command: list[str], timeout: float = 180) -> tuple[str, int]:
+        """Run ``command`` in a throwaway pod of the course image with the shared claim at /outputs."""
+        from mnist_lib import manifests
+
+        name = f"mnist-volume-{uuid.uuid4().hex[:8]}"
+        pod = {"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": name, "namespace": self.namespace,
+                            "labels": manifests.labels(name, "volume-helper")},
+               "spec": {"restartPolicy": "Never",
+                        "securityContext": {"runAsNonRoot": True, "runAsUser": manifests.NON_ROOT_USER,
+                                            "fsGroup": manifests.NON_ROOT_USER,
+                                            "seccompProfile": {"type": "RuntimeDefault"}},
+                        "containers": [{"name": "helper", "image": manifests.DEFAULT_IMAGE,
+                                        "imagePullPolicy": "IfNotPresent", "command": command,
+                                        "securityContext": {"allowPrivilegeEscalation": False,
+                                                            "capabilities": {"drop": ["ALL"]}},
+                                        "volumeMounts": [{"name": "outputs",
+                                                          "mountPath": manifests.OUTPUT_MOUNT}]}],
+                        "volumes": [{"name": "outputs", "persistentVolumeClaim": {
+                            "claimName": manifests.VOLUME_CLAIM}}]}}
+        with self._errors("create", "Pod", name):
+            self.core.create_namespaced_pod(self.namespace, pod)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                with self._errors("get", "Pod", name):
+                    status = self.api_client.sanitize_for_serialization(
+                        self.core.read_namespaced_pod(name, self.namespace)).get("status") or {}
+                if status.get("phase") in ("Succeeded", "Failed"):
+                    break
+                for cs in status.get("containerStatuses") or []:
+                    reason = ((cs.get("state") or {}).get("waiting") or {}).get("reason")
+                    if reason in IMAGE_PULL_REASONS:
+                        raise ImagePullError(f"the helper pod cannot pull {manifests.DEFAULT_IMAGE} ({reason}): "
+                                             "load the course image into the cluster first (chapter 02)")
+                if time.monotonic() > deadline:
+                    raise ClusterError(f"pod {name} did not finish in {timeout:.0f} s (is the volume "
+                                       f"{manifests.VOLUME_CLAIM} bound? `kubectl -n {self.namespace} describe pod {name}`)")
+                time.sleep(1)
+            terminated = ((status.get("containerStatuses") or [{}])[0].get("state") or {}).get("terminated") or {}
+            with self._errors("read logs of", "Pod", name):
+                text = self.core.read_namespaced_pod_log(name, self.namespace)
+            return text, int(terminated.get("exitCode", 0))
+        finally:
+            self._delete_one_pod(name)
+
+    def _delete_one_pod(self, name: str) -> None:
+        with contextlib.suppress(ClusterError):
+            with self._errors("delete", "Pod", name):
+                self.core.delete_namespaced_pod(name, self.namespace, grace_period_seconds=0)
 
     # -- port-forward -----------------------------------------------------------------
     def port_forward(self, name: str, port: int, kind: str = "Service") -> PortForward:

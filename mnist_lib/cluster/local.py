@@ -631,6 +631,23 @@ class LocalBackend(Backend):
     def check_pods(self, status: JobStatus) -> None:
         return None  # no images to pull here: the code is this checkout
 
+    def supports_tfjob(self) -> bool:
+        return True  # this backend plays the training operator's part
+
+    # -- the shared volume: /outputs is paths.output_dir() ------------------------
+    def _local_path(self, path: str | Path) -> Path:
+        return Path(rewrite_path(str(path), {OUTPUT_MOUNT: paths.output_dir()}))
+
+    def read_output(self, path: str) -> str:
+        try:
+            return self._local_path(path).read_text()
+        except FileNotFoundError:
+            raise NotFoundError(f"{path} does not exist (locally {self._local_path(path)})") from None
+
+    def clear_outputs(self, config: Any) -> None:
+        for folder in (config.model_dir, config.log_dir, config.export_dir):
+            shutil.rmtree(self._local_path(folder), ignore_errors=True)
+
     # -- delete -----------------------------------------------------------------
     def delete_job(self, name: str, kind: str | None = None) -> None:
         """Stop every process of the job and forget it (and the Service submitted with it). Idempotent."""
