@@ -164,7 +164,7 @@ class _ModelCore:
         self.version_policy = version_policy
         self.max_batch_size = max_batch_size
         self.value_range = value_range
-        # Replaced whole, never mutated: request threads read it without a lock.
+        # Both replaced whole, never mutated: request threads read them without a lock.
         self.servables: dict[int, Servable] = {}
         self.failed: dict[int, tuple[float, str]] = {}  # version -> (mtime tried, error)
         self._load_lock = threading.Lock()
@@ -179,27 +179,29 @@ class _ModelCore:
             if self.version_policy == "latest":
                 wanted = wanted[:1]
             servables = {v: s for v, s in self.servables.items() if v in found}
+            failed = {v: f for v, f in self.failed.items() if v in found}
             for version in wanted:  # newest first: it is the one clients want
                 if version in servables:
                     continue
                 mtime = (found[version] / "saved_model.pb").stat().st_mtime
-                if self.failed.get(version, (None,))[0] == mtime:
+                if failed.get(version, (None,))[0] == mtime:
                     continue  # already failed on these very files; retry when they change
                 try:
                     servables[version] = Servable(version, found[version])
                 except Exception as error:  # a broken export must not stop the server
-                    self.failed[version] = (mtime, f"{type(error).__name__}: {error}")
+                    failed[version] = (mtime, f"{type(error).__name__}: {error}")
                     log.error("could not load %s version %d from %s: %s",
                               self.model_name, version, found[version], error)
                     continue
-                self.failed.pop(version, None)
+                failed.pop(version, None)
+                self.servables = dict(servables)  # serve it now, not after the older ones load
                 log.info("loaded %s version %d from %s", self.model_name, version, found[version])
             if self.version_policy == "latest" and servables:
                 newest = max(servables)
                 servables = {newest: servables[newest]}
             for version in set(self.servables) - set(servables):
                 log.info("unloaded %s version %d", self.model_name, version)
-            self.servables = servables
+            self.servables, self.failed = servables, failed
 
     def resolve(self, name: str, version: int | None, label: str = "") -> Servable:
         """The servable for a request, or TF Serving's NOT_FOUND."""
@@ -432,6 +434,12 @@ class _RestHandler(BaseHTTPRequestHandler):
     server_version = "mnist_lib.serving"
     timeout = 60  # seconds a silent connection may hold a handler thread
     core: _ModelCore  # set on the subclass the server creates
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out as two writes; without this, Nagle's algorithm holds
+        # the body until the client's delayed ACK: +40 ms on every keep-alive request.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (base class name)
         log.debug("REST %s " + format, self.client_address[0], *args)
