@@ -3,7 +3,8 @@
 #   docker build -t mnist-course .                       # official base (Docker Hub)
 #   docker build -t mnist-course --build-arg BASE_IMAGE=course-base:bookworm .
 #                                                         # local base, no registry needed
-#   docker run --rm mnist-course --epochs 1 --architecture mlp
+#   docker run --rm --user "$(id -u):$(id -g)" -v "$PWD/outputs:/outputs" \
+#       mnist-course --epochs 1 --architecture mlp      # the model lands in ./outputs/export
 #
 # Layers go from what changes least to what changes most, so editing mnist_lib/
 # rebuilds only the last few seconds' worth: base, user, venv, pinned dependencies

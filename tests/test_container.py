@@ -223,6 +223,26 @@ def test_training_in_a_container_exports_a_servable_model(course_image: containe
     np.testing.assert_array_equal(classes, probabilities.argmax(axis=1))
 
 
+
+@pytest.mark.docker
+def test_training_as_a_uid_unknown_to_the_image(course_image: container.BuildResult, tmp_path: Path) -> None:
+    """A learner's uid (1000 on Linux, 501 on a Mac) has no account in the image: it must still work.
+
+    CI runs as root, where the default run above uses uid 0; this covers the laptop case.
+    """
+    if os.getuid() != 0:
+        pytest.skip("needs root to hand the folder to another uid (the run above already used yours)")
+    outputs = tmp_path / "outputs"
+    outputs.mkdir()
+    os.chown(outputs, 54321, 54321)
+    run = container.run_training(course_image.tag, ["--epochs", "1", "--train-limit", "500",
+                                                    "--architecture", "mlp"],
+                                 outputs, user="54321:54321", progress=None)
+    assert run.exit_code == 0
+    assert (outputs / "export" / "mnist" / "1" / "saved_model.pb").is_file()
+    assert {p.stat().st_uid for p in outputs.rglob("*")} == {54321}
+
+
 @pytest.mark.parametrize("stderr, expected", [
     # Real messages from the docker CLI (28.x), as a learner would see them.
     ("permission denied while trying to connect to the Docker daemon socket at "
