@@ -339,7 +339,8 @@ class PredictionClient:
             for name, (dtype, shape) in expected.items():
                 if name not in actual:
                     problems.append(f"no {kind} {name!r} (it has {sorted(actual)})")
-                elif actual[name][0] != dtype or not _shape_fits(actual[name][1], shape):
+                # -1 (any batch size) must be -1: a model exported for batches of 1 is a mismatch too.
+                elif actual[name] != (dtype, shape):
                     problems.append(f"{kind} {name!r} is {actual[name][0]} {actual[name][1]}, "
                                     f"this client expects {dtype} {shape}")
         if problems:
@@ -402,11 +403,6 @@ class PredictionClient:
         from mnist_lib.images import prepare_image
 
         return self.predict(np.stack([prepare_image(path) for path in paths]))
-
-
-def _shape_fits(actual: list[int] | None, expected: list[int]) -> bool:
-    # -1 (any batch size) must stay -1: a model exported for batches of 1 is a mismatch too.
-    return actual == expected
 
 
 def as_batch(images: Any) -> np.ndarray:

@@ -34,10 +34,9 @@ import threading
 import time
 from concurrent import futures
 from dataclasses import dataclass
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import numpy as np
@@ -54,6 +53,9 @@ from tensorflow_serving.apis import (
 )
 
 from mnist_lib.predict import MAX_MESSAGE_BYTES, dtype_name, make_ndarray
+
+if TYPE_CHECKING:
+    from mnist_lib.predict import PredictionClient
 
 log = logging.getLogger(__name__)
 
@@ -688,6 +690,12 @@ class ModelServer:
         if self.rest_port is None:
             return None
         return f"http://{self.host}:{self.rest_port}/v1/models/{self.model_name}"
+
+    def client(self, version: int | None = None, **options: Any) -> "PredictionClient":
+        """A :class:`~mnist_lib.predict.PredictionClient` connected to this server over gRPC."""
+        from mnist_lib.predict import PredictionClient
+
+        return PredictionClient(self.host, self.grpc_port, self.model_name, version, **options)
 
     def versions(self) -> list[int]:
         """The versions being served, oldest first."""

@@ -122,7 +122,7 @@ def test_client_predicts_like_the_model(client, server):
 def test_client_status_and_pinned_version(client, server):
     assert [(s["version"], s["state"], s["error_code"]) for s in client.status()] == [
         (2, "AVAILABLE", "OK"), (1, "AVAILABLE", "OK")]
-    with PredictionClient("127.0.0.1", server.grpc_port, version=1) as pinned:
+    with server.client(version=1) as pinned:
         assert pinned.predict_batch(np.zeros((1, 28, 28), np.float32))[0].shape == (1,)
         assert pinned.predict(np.zeros((28, 28), np.float32))[0].model_version == 1
 
