@@ -292,11 +292,16 @@ def build_image(tag: str = DEFAULT_IMAGE, base_image: str | None = None,
         raise DockerError(f"docker build took longer than {timeout:.0f}s and was stopped. "
                           "A slow network? Run again: finished layers are cached.")
     if code != 0:
-        raise _failure("docker build", code, lines,
-                       "Find the failing step in the output below. 'pull access denied' or 'not found' "
-                       "for the base: no registry here, so make the local base with "
-                       "scripts/docker-base-image.sh and pass base_image='course-base:bookworm'. "
-                       "A pip error: check the network (and the proxy's CA certificate).")
+        base = base_image or OFFICIAL_BASE_IMAGE
+        steps = [line for line in lines if re.match(r"Step \d+/\d+ :|#\d+ \[", line)]
+        if steps and ("FROM" in steps[-1] or "load metadata for" in steps[-1]):  # getting the base
+            advice = (f"The base image {base!r} could not be found or downloaded (no registry "
+                      "reachable, or a typo). Without a registry, make a local base with "
+                      f"scripts/docker-base-image.sh (as root) and pass base_image={LOCAL_BASE_IMAGE!r}.")
+        else:
+            advice = ("Find the failing step in the output below. A pip error usually means no "
+                      "network (or, behind a proxy, a base image without the proxy's CA certificate).")
+        raise _failure("docker build", code, lines, advice)
     image_id = _run_quiet(["image", "inspect", "--format", "{{.Id}}", tag]).stdout.strip()
     if previous and previous != image_id:
         # The tag moved to the new image; the old one would linger as "<none>". Remove

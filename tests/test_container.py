@@ -121,6 +121,13 @@ def test_build_failure_is_a_clear_error_and_leaves_no_container(docker_ready: st
 
 
 @pytest.mark.docker
+def test_missing_base_image_says_how_to_make_one(docker_ready: str) -> None:
+    with pytest.raises(DockerError, match="could not be found or downloaded") as caught:
+        container.build_image("course-broken:test", base_image="course-no-such-base:nope",
+                              progress=None)
+    assert "scripts/docker-base-image.sh" in str(caught.value)
+
+@pytest.mark.docker
 def test_image_runs_as_non_root_with_data_and_writable_outputs(course_image: container.BuildResult) -> None:
     script = ('id -u; echo "$MNIST_DATA_DIR $MNIST_OUTPUT_DIR"; ls "$MNIST_DATA_DIR"; '
               'touch /outputs/probe && echo outputs-writable; '
