@@ -80,8 +80,8 @@ def _unavailable_reason(stderr: str) -> str | None:
     # Ignore docker's warnings (e.g. an unreadable ~/.docker/config.json): not the reason.
     text = "\n".join(line for line in stderr.strip().splitlines() if not line.startswith("WARNING"))
     lowered = text.lower()
-    where = os.environ.get("DOCKER_HOST") or "the default socket (/var/run/docker.sock)"
-    if "permission denied" in lowered:
+    where = os.environ.get("DOCKER_HOST") or "the current docker context (see `docker context ls`)"
+    if "permission denied" in lowered and "docker daemon" in lowered:
         return (f"You are not allowed to use the Docker daemon at {where} ({_last_line(text)}). "
                 "On Linux add yourself to the docker group: `sudo usermod -aG docker $USER`, "
                 "then log out and in again (or run `newgrp docker`).")

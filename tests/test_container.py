@@ -261,6 +261,8 @@ def test_training_as_a_uid_unknown_to_the_image(course_image: container.BuildRes
     ("error during connect: Get \"http://127.0.0.1:2375/v1.50/info\": dial tcp 127.0.0.1:2375: "
      "connect: connection refused", "daemon is not running"),
     ("Error response from daemon: No such image: nothing:here", None),
+    # A training run's own error is not a Docker problem, even if it says "Permission denied".
+    ("PermissionError: [Errno 13] Permission denied: '/outputs/checkpoints'", None),
 ])
 def test_daemon_errors_are_told_apart(stderr: str, expected: str | None) -> None:
     reason = container._unavailable_reason(stderr)
