@@ -12,8 +12,12 @@ import sys
 SEED = 42
 
 
-def setup(seed: int = SEED) -> None:
-    """Check the Python version, quiet TensorFlow's C++ logs, seed, set plot defaults."""
+def setup(seed: int = SEED, tensorflow: bool = True) -> None:
+    """Check the Python version, import TensorFlow quietly, seed, set plot defaults.
+
+    ``tensorflow=False`` skips the TensorFlow import (about 3 seconds) for chapters
+    that only talk to servers.
+    """
     if sys.version_info[:2] != (3, 11):
         raise RuntimeError(
             f"This course is pinned to Python 3.11, but this kernel runs {sys.version.split()[0]}. "
@@ -27,9 +31,91 @@ def setup(seed: int = SEED) -> None:
 
     random.seed(seed)
     np.random.seed(seed)
+    if tensorflow:
+        _import_tensorflow_quietly()
     try:
         import matplotlib
 
         matplotlib.rcParams.update({"figure.dpi": 80, "figure.figsize": (6, 4), "axes.grid": False})
     except ImportError:  # plots are optional for command-line use
         pass
+
+
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow once with its C++ start-up chatter silenced.
+
+    On import, TensorFlow's C++ runtime writes oneDNN/CUDA notices straight to the
+    process's stderr (file descriptor 2), whatever TF_CPP_MIN_LOG_LEVEL says; in a
+    notebook they land in whichever cell imports it first. Real errors still raise.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import tensorflow as tf
+
+            tf.get_logger().setLevel("ERROR")
+            tf.constant(0)  # the first op initialises devices, which logs too
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+# -- chapter 00: is this machine ready? -------------------------------------------
+
+# What the course is pinned to (requirements.txt); chapter 00 compares.
+EXPECTED_VERSIONS = {
+    "tensorflow": "2.21.0", "keras": "3.15.1", "tensorboard": "2.21.0",
+    "tensorflow-serving-api": "2.21.0", "kubernetes": "37.0.2", "jupyterlab": "4.6.6",
+    "ipywidgets": "8.1.9", "matplotlib": "3.11.2", "numpy": "2.4.6",
+}
+
+
+def check_environment() -> list[tuple[str, bool, str]]:
+    """Check versions, data and the backend; return ``[(what, ok, detail or fix)]``.
+
+    Reads package metadata only: importing TensorFlow here would cost seconds.
+    """
+    from importlib import metadata
+
+    from mnist_lib import data
+
+    checks: list[tuple[str, bool, str]] = []
+    python = ".".join(map(str, sys.version_info[:2]))
+    checks.append(("python", sys.version_info[:2] == (3, 11),
+                   python if sys.version_info[:2] == (3, 11) else
+                   f"{python}: the course needs 3.11; start JupyterLab with `make course`"))
+    for package, wanted in EXPECTED_VERSIONS.items():
+        try:
+            found = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            checks.append((package, False, "not installed: run `make course` (it installs the pinned set)"))
+            continue
+        checks.append((package, found == wanted, found if found == wanted else
+                       f"{found} installed, the course is tested with {wanted}: run `make setup`"))
+    try:
+        data.verify_mnist()
+        checks.append(("MNIST data", True,
+                       f"4 files, SHA-256 verified, in {data.paths.relative(data.paths.data_dir())}"))
+    except data.MnistDataError as err:
+        checks.append(("MNIST data", False, str(err)))
+    return checks
+
+
+def print_checks(checks: list[tuple[str, bool, str]]) -> bool:
+    """Print checks as a table; return True when all passed."""
+    for what, ok, detail in checks:
+        print(f"{'ok ' if ok else 'FIX'}  {what:<24} {detail}")
+    return all(ok for _, ok, _ in checks)
+
+
+def show_source(obj) -> "object":
+    """Show the source of a library function in a notebook, highlighted (d2l's habit:
+    the chapter that teaches a piece of code shows it; later chapters just call it)."""
+    import inspect
+
+    from IPython.display import Markdown
+
+    return Markdown(f"```python\n{inspect.getsource(obj).rstrip()}\n```")

@@ -100,10 +100,14 @@ def export_for_serving(model: keras.Model, export_dir: Path | str, model_name: s
 
     archive.add_endpoint(SIGNATURE_NAME, serve)
     staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=base))
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")  # SavedModel writing logs the temporary folder at INFO level
     try:
         archive.write_out(str(staging), verbose=False)
         staging.rename(target)
     finally:
+        logger.setLevel(level)
         shutil.rmtree(staging, ignore_errors=True)
     return target
 

@@ -41,3 +41,9 @@ def digits_dir() -> Path:
 def output_dir() -> Path:
     """The folder under which every run writes its checkpoints, logs and exports."""
     return Path(os.environ.get("MNIST_OUTPUT_DIR", COURSE_ROOT / "outputs"))
+
+
+def relative(path: Path | str) -> str:
+    """``path`` relative to the course folder when it is inside it (for stable printouts)."""
+    path = Path(path).resolve()
+    return str(path.relative_to(COURSE_ROOT)) if path.is_relative_to(COURSE_ROOT) else str(path)

@@ -353,8 +353,9 @@ class _TrainingRun:
         if self.progress != "bar" or not self.role.is_chief:
             return None
         print(f"Epoch {epoch}/{self.config.epochs}", flush=True)
-        return self.keras.utils.Progbar(steps, stateful_metrics=["loss", "accuracy", "val_loss",
-                                                                 "val_accuracy"])
+        # interval: redraw at most every 2 s, so a notebook's stored output stays small.
+        return self.keras.utils.Progbar(steps, interval=2.0,
+                                        stateful_metrics=["loss", "accuracy", "val_loss", "val_accuracy"])
 
     def _summary_writers(self):
         # The folder and scalar names Keras' TensorBoard callback uses, so the runs
