@@ -475,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
               f"model {args.model} version {prediction.model_version})")
         for digit, probability in enumerate(prediction.probabilities):
             marker = "  <-" if digit == prediction.digit else ""
-            print(f"  {digit}  {probability:.4f}  {'#' * round(probability * 40)}{marker}")
+            print(f"  {digit}  {probability:.4f}  {'#' * round(probability * 40)}{marker}".rstrip())
     return 0
 
 
