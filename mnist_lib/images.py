@@ -44,7 +44,7 @@ def _open(image: Any) -> Image.Image:
     if isinstance(image, Image.Image):
         return image
     if isinstance(image, (bytes, bytearray, memoryview)):
-        source, name = io.BytesIO(bytes(image)), "the image bytes"
+        source, name = io.BytesIO(bytes(image)), f"({len(image)} bytes given)"
     else:
         source, name = Path(image), f"'{image}'"
         if not source.is_file():
@@ -52,11 +52,12 @@ def _open(image: Any) -> Image.Image:
     try:
         opened = Image.open(source)
         opened.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        # Phones store photos sideways plus an EXIF "rotate me" flag.
+        return ImageOps.exif_transpose(opened)
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError,
+            ValueError) as error:
         raise ImageError(f"cannot read image {name}: not a PNG/JPEG image this can decode "
                          f"({type(error).__name__}: {error})") from None
-    # Phones store photos sideways plus an EXIF "rotate me" flag.
-    return ImageOps.exif_transpose(opened)
 
 
 def _to_grey(image: Image.Image) -> np.ndarray:
