@@ -1,7 +1,9 @@
 """Figures the chapters show: sample digits, training curves, confusion matrix, mistakes.
 
-Each function draws with matplotlib and returns the Figure, so a notebook shows it
-and a test can inspect it.
+Each function draws with matplotlib and returns the Figure, *closed*: end a notebook
+cell with the call (no semicolon) and Jupyter shows it exactly once. (Left open,
+pyplot would also show it on its own at the end of the cell, and nbval, which
+checks the notebooks, would see it twice.) Tests can inspect the returned Figure.
 """
 
 from __future__ import annotations
@@ -11,6 +13,12 @@ from typing import Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
+
+
+def _finish(fig: Figure) -> Figure:
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
 
 
 def show_digits(images: np.ndarray, labels: Sequence[int], predictions: Sequence[int] | None = None,
@@ -31,8 +39,7 @@ def show_digits(images: np.ndarray, labels: Sequence[int], predictions: Sequence
         ax.set_title(text, fontsize=9, color=colour)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return _finish(fig)
 
 
 def plot_history(histories: Mapping[str, Sequence[Mapping[str, float]]] | Sequence[Mapping[str, float]],
@@ -57,8 +64,7 @@ def plot_history(histories: Mapping[str, Sequence[Mapping[str, float]]] | Sequen
         ax.set_ylabel(metric)
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return _finish(fig)
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, classes: int = 10) -> np.ndarray:
@@ -82,8 +88,7 @@ def plot_confusion_matrix(labels: np.ndarray, predictions: np.ndarray) -> Figure
     ax.set_yticks(range(10))
     ax.set_xlabel("predicted digit")
     ax.set_ylabel("true digit")
-    fig.tight_layout()
-    return fig
+    return _finish(fig)
 
 
 def show_mistakes(images: np.ndarray, labels: np.ndarray, predictions: np.ndarray,
@@ -106,5 +111,4 @@ def plot_probabilities(image: np.ndarray, probabilities: Sequence[float], title:
     right.set_xticks(range(10))
     right.set_ylim(0, 1)
     right.set_ylabel("probability")
-    fig.tight_layout()
-    return fig
+    return _finish(fig)
