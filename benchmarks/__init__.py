@@ -1,0 +1,1 @@
+"""Benchmarks: measured, reported and committed (benchmarks/results/), never timed tests."""
