@@ -112,3 +112,113 @@ def plot_probabilities(image: np.ndarray, probabilities: Sequence[float], title:
     right.set_ylim(0, 1)
     right.set_ylabel("probability")
     return _finish(fig)
+
+
+# == Chapter 07: hyperparameter sweeps ===========================================
+# (sweep plots: mnist_lib.sweep / mnist_lib.widgets call these)
+#
+# These build a bare ``Figure`` instead of going through pyplot: the widget redraws
+# them from a background thread while trials run, and pyplot is not thread-safe
+# (it also keeps every figure it made until it is closed). Jupyter shows a bare
+# Figure like any other.
+
+_STATUS_STYLE = {"Succeeded": "-o", "Running": "-o", "EarlyStopped": ":x", "Failed": ":x", "Stopped": ":x"}
+
+
+def plot_sweep_curves(trials: Sequence, title: str = "Validation accuracy per epoch") -> Figure:
+    """Validation accuracy per epoch, one line per trial, legend by parameters.
+
+    ``trials`` are :class:`mnist_lib.sweep.Trial` objects (anything with ``label``,
+    ``status`` and ``curve``). Dotted lines: trials stopped early or failed; the best
+    succeeded trial is drawn thick.
+    """
+    fig = Figure(figsize=(7, 4), dpi=80)
+    ax = fig.add_subplot()
+    finished = [t for t in trials if t.status == "Succeeded" and t.curve]
+    best = max(finished, key=lambda t: t.curve[-1][1]) if finished else None
+    for trial in trials:
+        if not trial.curve:
+            continue
+        steps, values = zip(*trial.curve)
+        label = f"{trial.label} ({trial.status})" if trial.status != "Succeeded" else trial.label
+        ax.plot(steps, values, _STATUS_STYLE.get(trial.status, "-o"), label=label,
+                linewidth=3 if trial is best else 1.5, markersize=4)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy")
+    ax.set_title(title + (f" (best: {best.label})" if best else ""), fontsize=10)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    if any(t.curve for t in trials):
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    else:
+        ax.text(0.5, 0.5, "waiting for the first epoch...", ha="center", va="center",
+                transform=ax.transAxes, color="grey")
+        ax.set_ylim(0, 1)
+    return _finish(fig)
+
+
+def plot_sweep_summary(result) -> Figure:
+    """Final validation accuracy against learning rate and layers; the best trial marked.
+
+    Left: accuracy against learning rate (log scale), one colour per number of
+    layers. Right: for a grid, a heat map learning rate x layers; otherwise the
+    points tried, coloured by accuracy. ``result`` is a :class:`mnist_lib.sweep.SweepResult`.
+    """
+    from matplotlib.patches import Rectangle
+
+    trials = [t for t in result.trials if t.curve]
+    done = [t for t in trials if t.status == "Succeeded"]
+    best = max(done, key=lambda t: t.curve[-1][1]) if done else None
+    fig = Figure(figsize=(10, 4), dpi=80)
+    left, right = fig.subplots(1, 2)
+
+    layer_values = sorted({t.params["hidden_layers"] for t in result.trials})
+    colours = {n: f"C{i}" for i, n in enumerate(layer_values)}
+    for n in layer_values:
+        group = sorted((t for t in trials if t.params["hidden_layers"] == n),
+                       key=lambda t: t.params["learning_rate"])
+        if group:
+            left.plot([t.params["learning_rate"] for t in group], [t.curve[-1][1] for t in group],
+                      "-o", color=colours[n], label=f"{n} layer{'s' if n != 1 else ''}")
+    if best:
+        left.plot(best.params["learning_rate"], best.curve[-1][1], "*", markersize=18, color="gold",
+                  markeredgecolor="black", label=f"best: {best.label}")
+    left.set_xscale("log")
+    left.set_xlabel("learning rate (log scale)")
+    left.set_ylabel("final validation accuracy")
+    left.set_title("Accuracy against learning rate", fontsize=10)
+    left.legend(fontsize=7)
+
+    rates = sorted({t.params["learning_rate"] for t in result.trials})
+    if result.search == "grid" and rates and layer_values:
+        grid = np.full((len(layer_values), len(rates)), np.nan)
+        for t in trials:
+            grid[layer_values.index(t.params["hidden_layers"]), rates.index(t.params["learning_rate"])] = \
+                t.curve[-1][1]
+        image = right.imshow(grid, cmap="viridis", vmin=np.nanmin(grid) if done else 0, vmax=1,
+                             aspect="auto", origin="lower")
+        for (row, col), value in np.ndenumerate(grid):
+            if not np.isnan(value):
+                right.text(col, row, f"{value:.3f}", ha="center", va="center", fontsize=8,
+                           color="white" if value < np.nanmean(grid) else "black")
+        if best:
+            row = layer_values.index(best.params["hidden_layers"])
+            col = rates.index(best.params["learning_rate"])
+            right.add_patch(Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, edgecolor="gold",
+                                      linewidth=3))
+        right.set_xticks(range(len(rates)), [f"{r:g}" for r in rates])
+        right.set_yticks(range(len(layer_values)), [str(n) for n in layer_values])
+        right.set_title("Final validation accuracy (grid; empty: no result)", fontsize=10)
+    else:
+        image = right.scatter([t.params["learning_rate"] for t in trials],
+                              [t.params["hidden_layers"] for t in trials],
+                              c=[t.curve[-1][1] for t in trials], cmap="viridis", s=80, vmax=1)
+        if best:
+            right.plot(best.params["learning_rate"], best.params["hidden_layers"], "*", markersize=18,
+                       color="gold", markeredgecolor="black")
+        right.set_xscale("log")
+        right.yaxis.get_major_locator().set_params(integer=True)
+        right.set_title("Points tried, coloured by final validation accuracy", fontsize=10)
+    right.set_xlabel("learning rate")
+    right.set_ylabel("hidden layers")
+    fig.colorbar(image, ax=right, label="validation accuracy")
+    return _finish(fig)
