@@ -109,19 +109,21 @@ def _exit_code(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
-def stop_process_group(pid: int, grace: float = STOP_GRACE_SECONDS) -> None:
-    """SIGTERM the process group led by ``pid``, SIGKILL what is left after ``grace`` seconds.
+def stop_process_groups(pids: list[int], grace: float = STOP_GRACE_SECONDS) -> None:
+    """SIGTERM the process groups led by ``pids``, SIGKILL what is left after ``grace`` seconds.
 
-    Returns once the group is gone, so the caller can rely on its ports being free.
+    All at once, so stopping four replicas takes one grace period, not four.
+    Returns once the groups are gone, so the caller can rely on their ports being free.
     """
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            return
+        for pid in pids:
+            try:
+                os.killpg(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
-            if not _group_alive(pid):
+            if not any(_group_alive(pid) for pid in pids):
                 return
             time.sleep(0.05)
 
@@ -173,7 +175,7 @@ class _StateFolder:
             if _alive(entry["owner_pid"], entry["owner_started"]):
                 continue  # another live kernel (or this one) owns it
             if _alive(entry["pid"], entry["started"]):
-                stop_process_group(entry["pid"], grace=2.0)
+                stop_process_groups([entry["pid"]], grace=2.0)
                 stopped.append(entry["what"])
             path.unlink(missing_ok=True)
         return stopped
@@ -475,14 +477,16 @@ class LocalBackend(Backend):
         returncode = r.proc.poll()
         if returncode is None:
             return None
-        stop_process_group(r.proc.pid, grace=0.5)  # anything it started
+        stop_process_groups([r.proc.pid], grace=0.5)  # anything it started
         self._state.forget(r.proc.pid)
         r.exit_code = _exit_code(returncode)
         return r.exit_code
 
-    def _stop(self, r: _Replica) -> None:
-        if r.proc is not None and r.state == "Running":
-            stop_process_group(r.proc.pid)
+    def _stop(self, replicas: list[_Replica]) -> None:
+        """Stop the running processes among ``replicas`` (SIGTERM, then SIGKILL), all at once."""
+        running = [r for r in replicas if r.proc is not None and r.state == "Running"]
+        stop_process_groups([r.proc.pid for r in running])
+        for r in running:
             r.proc.wait()
             self._state.forget(r.proc.pid)
             r.exit_code = _exit_code(r.proc.returncode)
@@ -560,8 +564,7 @@ class LocalBackend(Backend):
         """After the job ends: stop what still runs (e.g. parameter servers), unless cleanPodPolicy None."""
         if w.kind == "TFJob" and w.clean_pod_policy == "None":
             return  # kept, as on a cluster, until delete_job() or the end of this Python process
-        for r in w.replicas:
-            self._stop(r)
+        self._stop(w.replicas)
 
     # -- status and logs --------------------------------------------------------
     def _find(self, name: str, kind: str | None = None, namespace: str | None = None) -> _Workload:
@@ -659,8 +662,7 @@ class LocalBackend(Backend):
 
     def _delete_workload(self, w: _Workload) -> None:
         with self._lock:
-            for r in w.replicas:
-                self._stop(r)
+            self._stop(w.replicas)
             self._workloads.pop((w.kind, w.namespace, w.name), None)
             self._objects.pop((w.kind, w.namespace, w.name), None)
             for kind, name in w.companions:
@@ -677,9 +679,7 @@ class LocalBackend(Backend):
     def shutdown(self) -> None:
         """Stop every process this backend started (runs at exit)."""
         with self._lock:
-            for w in list(self._workloads.values()):
-                for r in w.replicas:
-                    self._stop(r)
+            self._stop([r for w in self._workloads.values() for r in w.replicas])
         self._closed = True
 
     def processes(self) -> list[int]:
