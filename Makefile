@@ -28,8 +28,8 @@ benchmark: setup
 ## make lock: refresh constraints.txt from a fresh install of requirements.txt
 lock:
 	rm -rf /tmp/course-lock-venv && python3.11 -m venv /tmp/course-lock-venv
-	/tmp/course-lock-venv/bin/pip install -q -r requirements.txt
-	( sed -n 1,2p constraints.txt; /tmp/course-lock-venv/bin/pip freeze --exclude-editable ) > constraints.txt.new
+	/tmp/course-lock-venv/bin/pip install -q -r requirements.txt soupsieve==2.8
+	( sed -n 1,3p constraints.txt; /tmp/course-lock-venv/bin/pip freeze --exclude-editable ) > constraints.txt.new
 	mv constraints.txt.new constraints.txt
 
 clean:
