@@ -263,6 +263,21 @@ def test_read_output_runs_a_pod_that_mounts_the_volume(api):
     assert [r["method"] for r in api.requests][-1] == "DELETE"  # the helper pod is removed
 
 
+def test_port_forward_resolves_a_service_to_a_running_pod(api):
+    api.routes[("GET", f"/api/v1/namespaces/{NS}/services/tensorboard")] = (200, {
+        "kind": "Service", "metadata": {"name": "tensorboard"},
+        "spec": {"selector": {"app": "tensorboard"}, "ports": [{"port": 6006, "targetPort": "http"}]}})
+    pod = {"metadata": {"name": "tensorboard-7d9f-abcde"}, "status": {"phase": "Running"},
+           "spec": {"containers": [{"name": "tensorboard", "ports": [{"name": "http", "containerPort": 6006}]}]}}
+    api.routes[("GET", PODS_PATH)] = (200, {"kind": "PodList", "items": [pod]})
+    backend = api.backend()
+    assert backend._forward_target("tensorboard", 6006, "Service") == ("tensorboard-7d9f-abcde", 6006)
+    with backend.port_forward("tensorboard", 6006) as forward:
+        assert forward.local_port > 0 and forward.target == "service/tensorboard:6006"
+    selector = [r["query"]["labelSelector"] for r in api.requests if r["path"] == PODS_PATH][0]
+    assert selector == ["app=tensorboard"]
+
+
 # -- errors ------------------------------------------------------------------------------
 
 def test_missing_tfjob_crd_says_how_to_install_the_operator(api):

@@ -226,6 +226,55 @@ def test_dead_kernels_leftovers_are_stopped(outputs, tmp_path):
     fresh.shutdown()
 
 
+def python_tfjob(name: str, workers: dict[int, str], policy: str = "OnFailure", **spec) -> dict:
+    """A TFJob whose worker i runs the Python code ``workers[i]``: the operator's rules, without TensorFlow."""
+    code = ("import os, json, sys, time\n"
+            "i = json.loads(os.environ['TF_CONFIG'])['task']['index']\n"
+            "codes = " + repr(workers) + "\n"
+            "exec(codes[i])")
+    container = {"name": "tensorflow", "image": "python:3.11", "command": ["python", "-c", code]}
+    return {"apiVersion": "kubeflow.org/v1", "kind": "TFJob", "metadata": {"name": name},
+            "spec": {**spec, "tfReplicaSpecs": {"Worker": {
+                "replicas": len(workers), "restartPolicy": policy,
+                "template": {"spec": {"containers": [container]}}}}}}
+
+
+def test_success_policy_worker_0_or_all_workers(backend):
+    quick_and_slow = {0: "sys.exit(0)", 1: "time.sleep(3)"}
+    # Default: worker 0 completing is enough (the operator's rule); worker 1 is then stopped.
+    backend.create_job(python_tfjob("default-policy", quick_and_slow))
+    status = backend.wait_for_job_conditions("default-policy", timeout=60, polling_interval=0.1, progress=False)
+    assert status.replicas["Worker"].succeeded == 1 and backend.processes() == []
+    # AllWorkers: the job waits for worker 1 too.
+    backend.create_job(python_tfjob("all-workers", quick_and_slow, successPolicy="AllWorkers"))
+    time.sleep(1.5)
+    assert backend.get_job("all-workers").phase == cluster.RUNNING
+    status = backend.wait_for_job_conditions("all-workers", timeout=60, progress=False)
+    assert status.replicas["Worker"].succeeded == 2
+
+
+def test_restart_policy_exit_code_retries_only_signals(backend, tmp_path):
+    marker = tmp_path / "killed-once"
+    # Worker 0 is "killed" (exit 137) the first time, then succeeds: retried under ExitCode.
+    flaky = f"p = {str(marker)!r}\nif not os.path.exists(p):\n    open(p, 'w').close(); sys.exit(137)"
+    backend.create_job(python_tfjob("exit-code", {0: flaky, 1: "pass"}, policy="ExitCode"))
+    status = backend.wait_for_job_conditions("exit-code", timeout=60, progress=False)
+    assert status.replicas["Worker"].restarts == 1
+    # Exit code 1 is a permanent error under ExitCode: no retry, the job fails.
+    backend.create_job(python_tfjob("exit-one", {0: "sys.exit(1)", 1: "time.sleep(30)"}, policy="ExitCode"))
+    with pytest.raises(cluster.JobFailedError, match="exited with code 1"):
+        backend.wait_for_job_conditions("exit-one", timeout=60, progress=False)
+    assert backend.processes() == []  # the failed job's other worker was stopped
+
+
+def test_backoff_limit_counts_restarts(backend):
+    job = python_tfjob("crash-loop", {0: "sys.exit(1)"}, runPolicy={"backoffLimit": 2})
+    backend.create_job(job)
+    with pytest.raises(cluster.JobFailedError, match="backoff limit") as err:
+        backend.wait_for_job_conditions("crash-loop", timeout=60, progress=False)
+    assert err.value.status.replicas["Worker"].restarts == 2
+
+
 def test_paths_under_mounts_are_rewritten(outputs):
     mounts = {"/outputs": outputs}
     assert rewrite_path("/outputs/run/checkpoints", mounts) == f"{outputs}/run/checkpoints"

@@ -263,11 +263,14 @@ def describe_backend(name: str | None = None) -> str:
     if chosen == "local":
         return (f"local backend ({why}): jobs run as processes on this machine; "
                 f"set {BACKEND_ENV}=kubernetes to use a cluster")
-    return f"kubernetes backend ({why}): {get_backend(chosen).describe()}"
+    try:
+        return f"kubernetes backend ({why}): {get_backend(chosen).describe()}"
+    except ClusterError as err:
+        return f"kubernetes backend ({why}), but it cannot be used: {err}"
 
 
 __all__ = [
-    "BACKEND_ENV", "CREATED", "RUNNING", "RESTARTING", "SUCCEEDED", "FAILED",
+    "BACKEND_ENV", "INSTALL_OPERATOR", "CREATED", "RUNNING", "RESTARTING", "SUCCEEDED", "FAILED",
     "ClusterError", "NoClusterError", "ClusterUnreachableError", "OperatorMissingError",
     "ForbiddenError", "ConflictError", "InvalidObjectError", "NotFoundError", "ImagePullError",
     "JobFailedError", "JobTimeoutError", "JobStatus", "ReplicaStatus",

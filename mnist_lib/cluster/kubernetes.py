@@ -27,6 +27,7 @@ import time
 import uuid
 from typing import Any, Iterator, Mapping
 
+import pydantic
 import urllib3
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
@@ -94,6 +95,9 @@ class KubernetesBackend(Backend):
                 f"cannot reach the Kubernetes API server at {self.api_client.configuration.host} "
                 f"({type(err).__name__}: {getattr(err, 'reason', err)}). Is the cluster running? "
                 "Check with `kubectl cluster-info`, or use the local backend (MNIST_BACKEND=local).") from None
+        except pydantic.ValidationError as err:  # an answer the client's models cannot read
+            raise ClusterError(f"unexpected answer from the API server for {kind} {name}: "
+                               f"{str(err).splitlines()[0]}. Is this a Kubernetes API server of version 1.27 or later?") from None
 
     def _translate(self, err: ApiException, verb: str, kind: str, name: str, namespace: str) -> ClusterError:
         try:
