@@ -46,6 +46,7 @@ VALIDATION_ACCURACY = "validation/epoch_accuracy"
 # The runs chapter 05 compares, and the chapter that produces each (docs/architecture.md).
 COMPARED_RUNS = {
     "ch01-local": "chapter 01 (one process)",
+    "ch03-job": "chapter 03 (one pod, the same MLP as chapter 04: the fair baseline)",
     "ch04-multi-worker": "chapter 04 (multi-worker mirrored, 2 workers)",
     "ch04-parameter-server": "chapter 04 (parameter servers: chief + 1 PS + 2 workers)",
 }
