@@ -294,6 +294,29 @@ class PredictionClient:
                  "error_message": s.status.error_message}
                 for s in response.model_version_status]
 
+    def wait_for_version(self, version: int, timeout: float = 60.0) -> list[dict[str, Any]]:
+        """Poll ``GetModelStatus`` until ``version`` is AVAILABLE (e.g. after exporting it); return the status.
+
+        A server picks up a new version folder on its next poll of the file system
+        (TF Serving: every ``--file_system_poll_wait_seconds``), then loads it.
+        Raises :class:`PredictError` after ``timeout`` seconds.
+        """
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                status = self.status()
+            except ModelNotFoundError:  # no version loaded yet
+                status = []
+            if any(s["version"] == version and s["state"] == "AVAILABLE" for s in status):
+                return status
+            if time.monotonic() > deadline:
+                raise PredictError(f"version {version} of {self.model!r} is not AVAILABLE at {self.target} "
+                                   f"after {timeout:g} s (status: {status}); is it in the server's "
+                                   "--model_base_path, and does the server serve more than the latest?")
+            time.sleep(0.25)
+
     def metadata(self) -> dict[str, Any]:
         """``GetModelMetadata``: the served version and each signature's inputs and outputs.
 
