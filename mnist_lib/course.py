@@ -119,3 +119,13 @@ def show_source(obj) -> "object":
     from IPython.display import Markdown
 
     return Markdown(f"```python\n{inspect.getsource(obj).rstrip()}\n```")
+
+
+def show_file(path: str, language: str = "") -> "object":
+    """Show a file of the course (e.g. the Dockerfile) in a notebook, highlighted."""
+    from IPython.display import Markdown
+
+    from mnist_lib import paths
+
+    text = (paths.COURSE_ROOT / path).read_text().rstrip()
+    return Markdown(f"`{path}`\n```{language}\n{text}\n```")
