@@ -48,3 +48,15 @@ def test_course_lists_chapters_in_order():
     names = [p.name for p in run_course.notebooks()]
     assert names[:2] == ["00_setup.ipynb", "01_train_locally.ipynb"]
     assert names == sorted(names)
+
+
+def test_run_course_executes_chapters_headless_and_summarises(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "mnist_lib.run_course", "00"], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "MNIST_OUTPUT_DIR": str(tmp_path)})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "00_setup.ipynb" in done.stdout and "1 of 1 chapters ran" in done.stdout
+    assert (tmp_path / "executed" / "00_setup.ipynb").is_file()
