@@ -229,7 +229,7 @@ def test_dead_kernels_leftovers_are_stopped(outputs, tmp_path):
 def python_tfjob(name: str, workers: dict[int, str], policy: str = "OnFailure", **spec) -> dict:
     """A TFJob whose worker i runs the Python code ``workers[i]``: the operator's rules, without TensorFlow."""
     code = ("import os, json, sys, time\n"
-            "i = json.loads(os.environ['TF_CONFIG'])['task']['index']\n"
+            "i = json.loads(os.environ.get('TF_CONFIG') or '{}').get('task', {}).get('index', 0)\n"
             "codes = " + repr(workers) + "\n"
             "exec(codes[i])")
     container = {"name": "tensorflow", "image": "python:3.11", "command": ["python", "-c", code]}
@@ -265,6 +265,13 @@ def test_restart_policy_exit_code_retries_only_signals(backend, tmp_path):
     with pytest.raises(cluster.JobFailedError, match="exited with code 1"):
         backend.wait_for_job_conditions("exit-one", timeout=60, progress=False)
     assert backend.processes() == []  # the failed job's other worker was stopped
+
+
+def test_stream_logs_follows_until_the_replica_ends(backend):
+    counting = "for n in range(3):\n    print('line', n, flush=True); time.sleep(0.3)"
+    backend.create_job(python_tfjob("chatty", {0: counting}))
+    lines = list(backend.stream_job_logs("chatty", replica="worker", index=0))
+    assert lines == ["line 0", "line 1", "line 2"]
 
 
 def test_backoff_limit_counts_restarts(backend):
