@@ -157,8 +157,8 @@ class DigitWidget(widgets.VBox):
         self.clear_button.on_click(lambda _: self.clear())
         self.predict_button = widgets.Button(description="Predict drawing", button_style="primary")
         self.predict_button.on_click(lambda _: self.predict_drawing())
-        self.upload = widgets.FileUpload(accept="image/*", multiple=False,
-                                         description="Upload a digit")
+        self.upload = widgets.FileUpload(accept="image/*", multiple=False, description="Upload image",
+                                         layout=widgets.Layout(width="auto"))
         self.upload.observe(self._uploaded, names="value")
         self.status = widgets.Label("Draw a digit with the mouse, or upload a picture of one.")
         self.output = widgets.Output(layout=widgets.Layout(min_height="230px"))
@@ -221,7 +221,6 @@ class DigitWidget(widgets.VBox):
             self.status.value = f"Could not predict: {error}"
             return None
         self.last_answer, self.last_error = answer, None
-        self.status.value = answer.summary()
         # The figure as a PNG, set directly (not `with self.output: display(...)`),
         # so it works from any thread and outside a kernel, as in the tests.
         buffer = io.BytesIO()
@@ -229,4 +228,5 @@ class DigitWidget(widgets.VBox):
         self.output.outputs = ({"output_type": "display_data", "metadata": {},
                                 "data": {"image/png": base64.b64encode(buffer.getvalue()).decode(),
                                          "text/plain": answer.summary()}},)
+        self.status.value = answer.summary()  # last: when it says done, the figure is there
         return answer
