@@ -161,8 +161,6 @@ class _TrainingRun:
                                      config.width, config.learning_rate)
             self.optimizer = self.model.optimizer
             self.optimizer.build(self.model.trainable_variables)
-            self.train_loss = keras.metrics.Mean(name="loss")
-            self.train_accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         # Per-example losses: averaging over the *global* batch is done explicitly
         # below, so that N workers with N slices of the batch add up to one step.
@@ -218,16 +216,44 @@ class _TrainingRun:
                 loss = tf.nn.compute_average_loss(per_example_loss)
             gradients = tape.gradient(loss, model.trainable_variables)
             optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-            self.train_loss.update_state(per_example_loss)
-            self.train_accuracy.update_state(labels, probabilities)
+            correct = tf.equal(tf.argmax(probabilities, axis=-1), labels)
+            return tf.stack([tf.reduce_sum(per_example_loss),
+                             tf.reduce_sum(tf.cast(correct, tf.float32)),
+                             tf.cast(tf.size(labels), tf.float32)])
 
         @tf.function
         def train_steps(iterator, steps):
+            """Run ``steps`` steps; return [loss sum, correct, images] seen by this worker.
+
+            Running sums, returned rather than kept in Keras metric variables: under
+            parameter-server training those variables live on the parameter servers,
+            and workers updating them at the same time lose each other's updates.
+            """
+            totals = tf.zeros([3])
             for _ in tf.range(steps):
                 images, labels = next(iterator)
-                self.strategy.run(train_step, args=(images, labels))
+                per_replica = self.strategy.run(train_step, args=(images, labels))
+                totals += tf.add_n(self.strategy.experimental_local_results(per_replica))
+            return totals
 
         return train_steps
+
+    def _sum_over_workers(self, values):
+        """Add up a small vector across all workers (multi-worker only; a collective op).
+
+        Every worker must call this at the same point, or they all wait forever.
+        """
+        tf = self.tf
+        if self.role.strategy != tf_config.MULTI_WORKER:
+            return values
+        if not hasattr(self, "_all_sum"):
+            @tf.function
+            def all_sum(x):
+                per_replica = self.strategy.run(lambda v: v, args=(x,))
+                return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+            self._all_sum = all_sum
+        return self._all_sum(tf.constant(values, tf.float32)).numpy()
 
     def _evaluate(self, split: str) -> tuple[float, float]:
         """(loss, accuracy) of the current weights on a split, computed on this replica."""
@@ -246,10 +272,11 @@ class _TrainingRun:
 
     # -- the epoch loop ----------------------------------------------------------
     def run(self) -> TrainResult | None:
+        import numpy as np
+
         tf, cfg, role = self.tf, self.config, self.role
         chief = role.is_chief
         self._predict = tf.function(lambda x: self.model(x, training=False))
-        self._read_metrics = tf.function(lambda: (self.train_loss.result(), self.train_accuracy.result()))
 
         latest = tf.train.latest_checkpoint(str(cfg.model_dir))
         if latest:
@@ -283,25 +310,23 @@ class _TrainingRun:
 
         for epoch in range(start_epoch + 1, cfg.epochs + 1):
             started = time.perf_counter()
-            self.train_loss.reset_state()
-            self.train_accuracy.reset_state()
             bar = self._progress_bar(epoch, steps_per_epoch)
-            done = 0
+            totals, scheduled, done = np.zeros(3), [], 0
             while done < steps_per_epoch:
                 n = min(STEPS_PER_CALL, steps_per_epoch - done)
                 if self.coordinator is not None:
-                    self.coordinator.schedule(train_steps, args=(iterator, tf.constant(n)))
+                    # Returns at once: the step runs on whichever worker is free.
+                    scheduled.append(self.coordinator.schedule(train_steps, args=(iterator, tf.constant(n))))
                 else:
-                    train_steps(iterator, tf.constant(n))
+                    totals += train_steps(iterator, tf.constant(n)).numpy()
                 done += n
                 if bar is not None and self.coordinator is None:
-                    bar.update(done, [("loss", float(self.train_loss.result())),
-                                      ("accuracy", float(self.train_accuracy.result()))])
+                    bar.update(done, [("loss", totals[0] / totals[2]), ("accuracy", totals[1] / totals[2])])
             if self.coordinator is not None:
                 self.coordinator.join()  # wait until every scheduled step has run
-            # Every worker reads the metrics: under multi-worker strategy, reading
-            # sums across workers, a collective operation all of them must join.
-            loss, accuracy = (float(v) for v in self._read_metrics())
+                totals = np.sum([remote.fetch() for remote in scheduled], axis=0)
+            totals = self._sum_over_workers(totals)
+            loss, accuracy = float(totals[0] / totals[2]), float(totals[1] / totals[2])
             seconds = time.perf_counter() - started
             loop_seconds += seconds
             self.epoch.assign(epoch)
@@ -388,15 +413,7 @@ class _TrainingRun:
         Without it, a worker that finishes first shuts down while others still
         talk to it, and they linger for tens of seconds reporting unhealthy peers.
         """
-        if self.role.strategy == tf_config.MULTI_WORKER:
-            tf = self.tf
-
-            @tf.function
-            def all_meet():
-                return self.strategy.reduce(tf.distribute.ReduceOp.SUM,
-                                            self.strategy.run(lambda: tf.constant(1.0)), axis=None)
-
-            all_meet()
+        self._sum_over_workers([1.0, 1.0, 1.0])
 
 
 # -- command line -----------------------------------------------------------------
