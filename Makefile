@@ -14,7 +14,7 @@ course: setup
 ## scripts/ensure-docker.sh first makes Docker ready (CI) or explains why the
 ## container tests will skip (a laptop without Docker).
 test: setup
-	@scripts/ensure-docker.sh
+	@scripts/ensure-docker.sh && scripts/ensure-chromium.sh
 	$(PY) -m pytest
 
 ## make run-course: execute every notebook in order, headless, and print a summary

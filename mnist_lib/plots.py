@@ -179,26 +179,33 @@ def plot_sweep_summary(result) -> Figure:
         if group:
             left.plot([t.params["learning_rate"] for t in group], [t.curve[-1][1] for t in group],
                       "-o", color=colours[n], label=f"{n} layer{'s' if n != 1 else ''}")
+            stopped = [t for t in group if t.status != "Succeeded"]  # their last epoch, not a final value
+            left.plot([t.params["learning_rate"] for t in stopped], [t.curve[-1][1] for t in stopped],
+                      "X", color=colours[n], markersize=10, markeredgecolor="black")
     if best:
         left.plot(best.params["learning_rate"], best.curve[-1][1], "*", markersize=18, color="gold",
                   markeredgecolor="black", label=f"best: {best.label}")
     left.set_xscale("log")
     left.set_xlabel("learning rate (log scale)")
     left.set_ylabel("final validation accuracy")
-    left.set_title("Accuracy against learning rate", fontsize=10)
+    left.set_title("Accuracy against learning rate (X: stopped early)", fontsize=10)
     left.legend(fontsize=7)
 
     rates = sorted({t.params["learning_rate"] for t in result.trials})
     if result.search == "grid" and rates and layer_values:
         grid = np.full((len(layer_values), len(rates)), np.nan)
+        notes = {}
         for t in trials:
-            grid[layer_values.index(t.params["hidden_layers"]), rates.index(t.params["learning_rate"])] = \
-                t.curve[-1][1]
+            cell = layer_values.index(t.params["hidden_layers"]), rates.index(t.params["learning_rate"])
+            grid[cell] = t.curve[-1][1]
+            if t.status != "Succeeded":
+                notes[cell] = f"\n{'failed' if t.status == 'Failed' else 'stopped'} at epoch {t.curve[-1][0]}"
         image = right.imshow(grid, cmap="viridis", vmin=np.nanmin(grid) if done else 0, vmax=1,
                              aspect="auto", origin="lower")
         for (row, col), value in np.ndenumerate(grid):
             if not np.isnan(value):
-                right.text(col, row, f"{value:.3f}", ha="center", va="center", fontsize=8,
+                right.text(col, row, f"{value:.3f}{notes.get((row, col), '')}", ha="center", va="center",
+                           fontsize=7,
                            color="white" if value < np.nanmean(grid) else "black")
         if best:
             row = layer_values.index(best.params["hidden_layers"])

@@ -62,7 +62,7 @@ class LivePlot:
         self.redraws += 1
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        return self.image._repr_mimebundle_(**kwargs)
+        return _with_text(self.image, "LivePlot: validation accuracy per epoch of every trial")
 
 
 class SweepWidget:
@@ -117,7 +117,8 @@ class SweepWidget:
         self._finished = threading.Event()
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        return self.ui._repr_mimebundle_(**kwargs)
+        return _with_text(self.ui, f"SweepWidget {self.name!r}: sliders, Launch and Stop, "
+                                   "progress per trial, live plot")
 
     # -- from sliders to a sweep -----------------------------------------------------
     def make_sweep(self) -> Sweep:
@@ -208,6 +209,17 @@ class SweepWidget:
             self.summary.layout.display = None
         self.launch_button.disabled, self.stop_button.disabled = False, True
         self._finished.set()
+
+
+def _with_text(widget: w.DOMWidget, text: str) -> dict[str, Any]:
+    """The widget's display data with a short plain-text stand-in.
+
+    Where widgets do not render (a terminal, a stored notebook read as text),
+    ipywidgets would print the whole widget tree, PNG bytes included.
+    """
+    bundle = dict(widget._repr_mimebundle_())
+    bundle["text/plain"] = text
+    return bundle
 
 
 def _escape(text: str) -> str:
