@@ -20,7 +20,6 @@ Three jobs, in the order the chapter needs them:
 from __future__ import annotations
 
 import atexit
-import inspect
 import json
 import time
 import urllib.error
@@ -209,12 +208,6 @@ def tensorboard_processes() -> list[int]:
     return alive
 
 
-def _forward_kwargs(backend: Any, seconds: float) -> dict[str, float]:
-    """The local backend's port_forward waits for the port itself: wait in short slices,
-    so that a TensorBoard that crashes (and is restarted by its Deployment) is noticed."""
-    return {"timeout": seconds} if "timeout" in inspect.signature(backend.port_forward).parameters else {}
-
-
 def _logs(backend: Any, name: str) -> str:
     """The last lines TensorBoard printed ("" before its pod exists)."""
     try:
@@ -273,7 +266,7 @@ def start_tensorboard(log_dir: Path | str | None = None, backend: Any = None,
             if forward is None:
                 try:
                     forward = backend.port_forward(name, manifests.TENSORBOARD_PORT, kind="Service",
-                                                   **_forward_kwargs(backend, 1.0))
+                                                   timeout=1.0)
                 except cluster.NotFoundError:
                     pass  # no pod (or nothing listening) yet
             if forward is not None:

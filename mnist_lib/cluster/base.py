@@ -77,8 +77,10 @@ class Backend(ABC):
         """Delete a job and stop all its pods (and the Service submitted with it)."""
 
     @abstractmethod
-    def port_forward(self, name: str, port: int, kind: str = "Service") -> PortForward:
-        """Reach ``port`` of a Service (or Pod) from this machine; returns the local port."""
+    def port_forward(self, name: str, port: int, kind: str = "Service", timeout: float = 60) -> PortForward:
+        """Reach ``port`` of a Service (or Pod) from this machine; returns the local port.
+
+        Waits up to ``timeout`` seconds for something to listen there."""
 
     @abstractmethod
     def replica_env(self, name: str, replica: str | None = None, index: int = 0,

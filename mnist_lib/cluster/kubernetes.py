@@ -411,9 +411,17 @@ class KubernetesBackend(Backend):
                 self.core.delete_namespaced_pod(name, self.namespace, grace_period_seconds=0)
 
     # -- port-forward -----------------------------------------------------------------
-    def port_forward(self, name: str, port: int, kind: str = "Service") -> PortForward:
+    def port_forward(self, name: str, port: int, kind: str = "Service", timeout: float = 60) -> PortForward:
         """Listen on a free local port; each connection is tunnelled to the pod through the API server."""
-        pod, target = self._forward_target(name, port, kind)
+        deadline = time.monotonic() + timeout
+        while True:  # a Deployment's pod may still be starting
+            try:
+                pod, target = self._forward_target(name, port, kind)
+                break
+            except NotFoundError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1.0)
         server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         server.bind(("127.0.0.1", 0))
         server.listen(8)

@@ -251,6 +251,14 @@ def _container_ports(container: Mapping[str, Any]) -> list[int]:
     return [int(p["containerPort"]) for p in container.get("ports") or [] if "containerPort" in p]
 
 
+def _loopback_only(argv: list[str]) -> list[str]:
+    """``--host 0.0.0.0`` is right in a pod (its own network); on a laptop it would open
+    the learner's TensorBoard and model server to the whole network. Here a pod's
+    address is the loopback."""
+    return [a.replace("=0.0.0.0", "=127.0.0.1") if a.startswith("--") else
+            ("127.0.0.1" if a == "0.0.0.0" else a) for a in argv]
+
+
 def _rewrite_ports(argv: list[str], ports: Mapping[int, int]) -> list[str]:
     """Make ``--port 6006`` / ``--port=6006`` use the free local port chosen for container port 6006."""
     out = list(argv)
@@ -440,7 +448,7 @@ class LocalBackend(Backend):
         for local in mounts.values():
             local.mkdir(parents=True, exist_ok=True)
         ports = {p: free_port() for p in _container_ports(container)}
-        argv = _rewrite_ports([rewrite_path(a, mounts) for a in _command(container)], ports)
+        argv = _loopback_only(_rewrite_ports([rewrite_path(a, mounts) for a in _command(container)], ports))
         env = {k: v for k, v in os.environ.items()
                if k not in ("TF_CONFIG", "JOB_COMPLETION_INDEX", WORKER_HOSTS_ENV)}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(paths.COURSE_ROOT), env.get("PYTHONPATH")]))
@@ -702,9 +710,12 @@ class LocalBackend(Backend):
                                 f"(it has {sorted(replica.ports) or 'none'}); add it under ports:")
         deadline = time.monotonic() + timeout
         while not _port_open(local):
-            if replica.state != "Running" and replica.restarts == 0 and replica.proc and replica.proc.poll() is not None:
-                raise NotFoundError(f"{kind} {name}: its process exited with code {replica.proc.returncode}; "
-                                    f"logs:\n{replica.log_path.read_text(errors='replace')[-2000:]}")
+            exited = replica.proc is not None and replica.proc.poll() is not None
+            if replica.restarts > 0 or (replica.state != "Running" and exited):
+                # A Deployment's process is restarted at once: a crash shows as restarts.
+                raise NotFoundError(f"{kind} {name}: its process exited (restarted {replica.restarts} "
+                                    f"time(s)) before listening on port {container_port}; logs:\n"
+                                    f"{replica.log_path.read_text(errors='replace')[-2000:]}")
             if time.monotonic() > deadline:
                 raise NotFoundError(f"{kind} {name}: nothing listens on port {container_port} after "
                                     f"{timeout:.0f} s; see its logs in {replica.log_path}")
