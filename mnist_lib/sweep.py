@@ -38,6 +38,7 @@ import logging
 import math
 import os
 import random
+import re
 import secrets
 import shutil
 import statistics
@@ -357,7 +358,8 @@ def load_sweep(where: Path | str) -> SweepResult:
     candidates = [where] if where.suffix == ".json" else [where / RESULTS_FILE]
     if not where.is_absolute() and len(where.parts) == 1 and not candidates[0].exists():
         # A sweep name: its runs are folders <name>-<id>/ under the outputs folder.
-        runs = sorted(paths.output_dir().glob(f"{where.name}-*/{RESULTS_FILE}"),
+        runs = sorted((p for p in paths.output_dir().glob(f"{where.name}-*/{RESULTS_FILE}")
+                       if re.fullmatch(rf"{re.escape(where.name)}-[0-9a-f]{{4}}", p.parent.name)),
                       key=lambda p: p.stat().st_mtime)
         candidates = runs[-1:] or candidates
     path = candidates[0]

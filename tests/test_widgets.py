@@ -78,3 +78,25 @@ def test_an_upside_down_range_is_explained_and_nothing_runs(backend):
     widget.max_trials.value = 2
     sweep = widget.make_sweep()
     assert len(sweep.trials) == 2 and sweep.search == "random"
+
+
+@pytest.mark.slow
+def test_stop_button_stops_every_trial(backend):
+    widget = SweepWidget("widget-stop", backend=backend, poll_interval=0.3,
+                         fixed={"architecture": "mlp", "train_limit": 20000, "batch_size": 100})
+    widget.layers.value = (1, 1)
+    widget.lr_values.value = 3
+    widget.epochs.value = 10
+    widget.parallel.value = 2
+    widget.launch_button.click()
+    deadline = time.monotonic() + 120
+    while len(backend.processes()) < 2:
+        assert time.monotonic() < deadline, widget.sweep.result().table()
+        time.sleep(0.2)
+
+    widget.stop_button.click()
+
+    result = widget.wait(timeout=60)
+    assert [t.status for t in result.trials] == ["Stopped"] * 3
+    assert backend.processes() == []
+    assert "Done" in widget.status.value and not widget.launch_button.disabled
