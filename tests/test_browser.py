@@ -117,6 +117,8 @@ def alive(processes: list[psutil.Process]) -> list[str]:
 @pytest.mark.slow
 def test_chapter_07_runs_in_jupyterlab_in_chromium(tools, tmp_path):
     ARTIFACTS.mkdir(exist_ok=True)
+    for old in ARTIFACTS.glob("chapter07-*"):  # no stale screenshot may pass for this run's
+        old.unlink()
     root = tmp_path / "lab"
     root.mkdir()
     shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
