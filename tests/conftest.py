@@ -57,3 +57,22 @@ def quick_run(tmp_path_factory) -> Path:
 def exported_model(quick_run) -> Path:
     """The SavedModel folder (``.../export/mnist/1``) of :func:`quick_run`."""
     return quick_run / "export" / "mnist" / "1"
+
+
+def assert_no_processes_left(backend) -> None:
+    """Nothing this test process started is still running (zombies aside), and the
+    local backend keeps no record of a live pod."""
+    import time
+
+    import psutil
+
+    me = psutil.Process()
+    deadline = time.monotonic() + 10
+    while True:
+        alive = [p for p in me.children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE]
+        if not alive or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert not alive, [p.cmdline()[:4] for p in alive]
+    assert backend.processes() == []
+    assert not list((backend.state_dir / "pids").glob("*.json")), "pid records left behind"

@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import COURSE_ROOT, run_dirs, run_train
+from conftest import assert_no_processes_left, COURSE_ROOT, run_dirs, run_train
 from mnist_lib import cluster, manifests
 from mnist_lib.cluster.local import LocalBackend, rewrite_path
 
@@ -44,17 +44,6 @@ def backend(outputs, tmp_path):
     assert_no_processes_left(b)
 
 
-def assert_no_processes_left(b: LocalBackend) -> None:
-    """Nothing this test process started is still running (zombies aside)."""
-    me = psutil.Process()
-    deadline = time.monotonic() + 10
-    while True:
-        alive = [p for p in me.children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE]
-        if not alive or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert not alive, [p.cmdline()[:4] for p in alive]
-    assert not list((b.state_dir / "pids").glob("*.json")), "pid records left behind"
 
 
 def result(outputs: Path, run: str) -> dict:

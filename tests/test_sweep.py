@@ -13,6 +13,8 @@ import jsonschema
 import psutil
 import pytest
 
+from conftest import assert_no_processes_left
+
 from mnist_lib import cluster, paths
 from mnist_lib.cluster.local import LocalBackend
 from mnist_lib.sweep import (EARLY_STOPPED, FAILED, PENDING, RUNNING, STOPPED, SUCCEEDED, MedianStop,
@@ -39,18 +41,6 @@ def backend(outputs):
     assert_no_processes_left(b)
 
 
-def assert_no_processes_left(b: LocalBackend) -> None:
-    """Nothing this test process started is still running (zombies aside)."""
-    me = psutil.Process()
-    deadline = time.monotonic() + 10
-    while True:
-        alive = [p for p in me.children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE]
-        if not alive or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert not alive, [p.cmdline()[:4] for p in alive]
-    assert b.processes() == []
-    assert not list((b.state_dir / "pids").glob("*.json")), "pid records left behind"
 
 
 def flag(args: list[str], name: str) -> str:
