@@ -1,0 +1,26 @@
+// PROBE — not wired into CI yet (issue 6). Sandbox ("pause") process for the locally built pod sandbox image (build-pause.sh).
+// Minimal pod sandbox ("pause") process: sleeps until SIGINT/SIGTERM, reaps zombies.
+package main
+
+import (
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	sig := make(chan os.Signal, 4)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGCHLD)
+	for s := range sig {
+		if s == syscall.SIGCHLD {
+			for {
+				var ws syscall.WaitStatus
+				if pid, _ := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil); pid <= 0 {
+					break
+				}
+			}
+			continue
+		}
+		os.Exit(0)
+	}
+}
