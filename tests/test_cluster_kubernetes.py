@@ -216,11 +216,12 @@ def test_failed_tfjob_raises_with_the_log_tail(api):
             "training.kubeflow.org/replica-index=0") in selectors
 
 
-def test_image_pull_backoff_is_reported_at_once(api):
+@pytest.mark.parametrize("reason", ["ImagePullBackOff", "ErrImageNeverPull"])
+def test_image_pull_backoff_is_reported_at_once(api, reason):
     api.routes[("GET", JOB_PATH + "/status")] = (200, {**job(), "status": {"active": 1}})
     pod = {"metadata": {"name": "mnist-job-abcde"}, "status": {"containerStatuses": [
         {"name": "tensorflow", "image": "mnist:typo", "imageID": "", "ready": False, "restartCount": 0,
-         "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image \"mnist:typo\""}}}]}}
+         "state": {"waiting": {"reason": reason, "message": "image \"mnist:typo\" is not there"}}}]}}
     api.routes[("GET", PODS_PATH)] = (200, {"kind": "PodList", "items": [pod]})
     with pytest.raises(cluster.ImagePullError, match="cannot pull image 'mnist:typo'.*kind load docker-image"):
         api.backend().wait_for_job_conditions("mnist-job", kind="Job", progress=False, timeout=5)

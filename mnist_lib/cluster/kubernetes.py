@@ -44,7 +44,8 @@ APPLY_PATCH = "application/apply-patch+yaml"
 TFJOB = ("kubeflow.org", "v1", "tfjobs")  # group, version, plural
 TFJOB_CONTAINER = "tensorflow"  # the container the operator gives TF_CONFIG to
 # Waiting reasons of a container that will not start by itself.
-IMAGE_PULL_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName")
+# ErrImageNeverPull: imagePullPolicy Never and the image is not on the node (kind load it).
+IMAGE_PULL_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
 
 
 def load_api_client(context: str | None = None) -> client.ApiClient:
