@@ -16,31 +16,10 @@ cd "$(dirname "$0")/.."
 
 CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
 
-say() { echo "==> $*"; }
-
-unavailable() {
-  echo "chromium: $1" >&2
-  [ -n "${2:-}" ] && echo "        fix: $2" >&2
-  if [ -n "${CI:-}" ]; then
-    echo "error: CI is set, so the browser test must run; failing." >&2
-    exit 1
-  fi
-  echo "note: tests/test_browser.py will be skipped." >&2
-  exit 0
-}
-
-can_provision() {
-  [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && [ -r /etc/debian_version ]
-}
-
-apt_get() {
-  local log; log=$(mktemp)
-  if ! DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 -q "$@" >"$log" 2>&1; then
-    tail -n 20 "$log" >&2; rm -f "$log"
-    unavailable "apt-get $* failed (output above)." "check the network and apt sources, then rerun."
-  fi
-  rm -f "$log"
-}
+TOOL=chromium
+SKIPPED="tests/test_browser.py will be skipped."
+# shellcheck source=scripts/provision.sh
+source scripts/provision.sh
 
 if [ ! -x "$CHROMIUM" ]; then
   if ! can_provision; then

@@ -18,36 +18,12 @@ cd "$(dirname "$0")/.."
 DOCKERD_LOG=${DOCKERD_LOG:-/var/log/course-dockerd.log}
 DOCKERD_WAIT_SECONDS=${DOCKERD_WAIT_SECONDS:-90}
 
-say() { echo "==> $*"; }
-
-# Report a problem. Under CI it is fatal; elsewhere the Docker tests just skip.
-unavailable() {
-  echo "docker: $1" >&2
-  [ -n "${2:-}" ] && echo "        fix: $2" >&2
-  if [ -n "${CI:-}" ]; then
-    echo "error: CI is set, so the Docker tests must run; failing." >&2
-    exit 1
-  fi
-  echo "note: the tests marked 'docker' will be skipped." >&2
-  exit 0
-}
+TOOL=docker
+SKIPPED="the tests marked 'docker' will be skipped."
+# shellcheck source=scripts/provision.sh
+source scripts/provision.sh
 
 docker_answers() { command -v docker >/dev/null 2>&1 && timeout 20 docker info >/dev/null 2>&1; }
-
-can_provision() {
-  [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && [ -r /etc/debian_version ]
-}
-
-# Run apt-get quietly; on failure show its output. DPkg::Lock::Timeout waits for
-# another apt run instead of failing at once.
-apt_get() {
-  local log; log=$(mktemp)
-  if ! DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 -q "$@" >"$log" 2>&1; then
-    tail -n 20 "$log" >&2; rm -f "$log"
-    unavailable "apt-get $* failed (output above)." "check the network and apt sources, then rerun."
-  fi
-  rm -f "$log"
-}
 
 start_dockerd() {
   say "starting dockerd in the background (log: $DOCKERD_LOG)"
