@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_lib import paths
+from mnist_lib.cluster.local import free_port
 
 RESULTS = paths.COURSE_ROOT / "benchmarks" / "results" / "serving.json"
 TARGETS = {"grpc_p50_ms": 1.0, "grpc_p99_ms": 3.0, "batch_256_images_per_second": 40_000}
@@ -82,12 +82,6 @@ def throughput(call, batch: int, seconds: float, threads: int = 1) -> float:
     for thread in pool:
         thread.join()
     return round(sum(counts) / (time.perf_counter() - started))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def import_seconds(statement: str, runs: int) -> float:

@@ -7,12 +7,13 @@ one or two epochs, the MLP. The machine has two cores.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from mnist_lib.cluster.local import free_port  # noqa: F401 (re-exported for the tests)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -21,13 +22,6 @@ COURSE_ROOT = Path(__file__).resolve().parent.parent
 # A quick but real training run: enough to be well above chance (~0.9).
 QUICK_TRAINING = ["--architecture", "mlp", "--epochs", "1", "--train-limit", "6000",
                   "--batch-size", "100"]
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_dirs(root: Path) -> list[str]:

@@ -26,17 +26,10 @@ from mnist_lib.predict import (
     SignatureMismatchError,
 )
 from mnist_lib.serving import ModelServer
-from serving_support import export_tiny
+from conftest import free_port
+from serving_support import export_dir, export_tiny  # noqa: F401 (export_dir is a fixture)
 
 PYTHON = sys.executable
-
-
-@pytest.fixture(scope="module")
-def export_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("export")
-    export_tiny(root, seed=1, version=1)
-    export_tiny(root, seed=2, version=2)
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -62,13 +55,6 @@ def image_files(tmp_path_factory):
         Image.fromarray(255 - digit).resize((84, 84), Image.Resampling.BILINEAR).save(path)
         files.append(path)
     return files
-
-
-def free_port() -> int:
-    """A port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
