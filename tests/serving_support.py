@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import keras
+import pytest
 
 
 def tiny_model(seed: int) -> keras.Model:
@@ -23,3 +24,12 @@ def export_tiny(export_dir: Path, seed: int = 1, version: int | None = None) -> 
     from mnist_lib.model import export_for_serving
 
     return export_for_serving(tiny_model(seed), export_dir, "mnist", version)
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory) -> Path:
+    """Two versions of a tiny model with different weights (import it to use it)."""
+    root = tmp_path_factory.mktemp("export")
+    export_tiny(root, seed=1, version=1)
+    export_tiny(root, seed=2, version=2)
+    return root

@@ -24,18 +24,9 @@ from tensorflow_serving.apis import (
 )
 
 from mnist_lib.serving import ModelServer
-from serving_support import export_tiny
+from serving_support import export_dir, export_tiny  # noqa: F401 (export_dir is a fixture)
 
 MAX_BATCH = 64
-
-
-@pytest.fixture(scope="module")
-def export_dir(tmp_path_factory):
-    """Two versions of a tiny model with different weights."""
-    root = tmp_path_factory.mktemp("export")
-    export_tiny(root, seed=1, version=1)
-    export_tiny(root, seed=2, version=2)
-    return root
 
 
 @pytest.fixture(scope="module")
