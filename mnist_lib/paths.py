@@ -47,3 +47,19 @@ def relative(path: Path | str) -> str:
     """``path`` relative to the course folder when it is inside it (for stable printouts)."""
     path = Path(path).resolve()
     return str(path.relative_to(COURSE_ROOT)) if path.is_relative_to(COURSE_ROOT) else str(path)
+
+
+def write_json(path: Path | str, value: object, indent: int = 2) -> Path:
+    """Write JSON atomically (a temporary file, then a rename).
+
+    Runs, sweeps and backends read these files while they are being rewritten:
+    a reader sees the old content or the new, never half of it.
+    """
+    import json
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value, indent=indent))
+    tmp.replace(path)
+    return path

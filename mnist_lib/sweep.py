@@ -343,11 +343,7 @@ class SweepResult:
 
     def save(self, path: Path | str) -> Path:
         """Write JSON atomically (temporary file, then rename): a reader never sees half of it."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1))
-        tmp.replace(path)
+        path = paths.write_json(path, self.to_dict(), indent=1)
         self.path = str(path)
         return path
 

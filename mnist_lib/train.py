@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from mnist_lib import tf_config
+from mnist_lib import paths, tf_config
 from mnist_lib.config import ConfigError, TrainConfig, config_from_args
 from mnist_lib.data import TRAIN_SIZE, MnistDataError
 
@@ -61,12 +61,6 @@ class TrainResult:
 
 def _in_notebook() -> bool:
     return "ipykernel" in sys.modules
-
-
-def _write_json(path: Path, value: Any) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(value, indent=2))
-    tmp.replace(path)  # atomic: readers (sweeps, backends) never see half a file
 
 
 def read_history(model_dir: Path | str) -> list[dict[str, float]]:
@@ -363,7 +357,7 @@ class _TrainingRun:
             resumed_from_epoch=start_epoch, strategy=role.strategy, workers=role.num_workers,
             config=cfg.as_dict(),
         )
-        _write_json(cfg.model_dir / "result.json", asdict(result))
+        paths.write_json(cfg.model_dir / "result.json", asdict(result))
         self._say(f"{prefix}Test accuracy {test_accuracy:.4f} (loss {test_loss:.4f}); "
                   f"model exported to {export_path}")
         self._barrier()
@@ -396,7 +390,7 @@ class _TrainingRun:
                 tf.summary.scalar("epoch_loss", record[prefix + "loss"])
                 tf.summary.scalar("epoch_accuracy", record[prefix + "accuracy"])
             writers[split].flush()
-        _write_json(self.config.model_dir / "history.json", history)
+        paths.write_json(self.config.model_dir / "history.json", history)
 
     def _export(self) -> Path:
         """Export a plain (non-distributed) copy of the model: the server needs no cluster."""
