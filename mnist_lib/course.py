@@ -65,12 +65,22 @@ def _import_tensorflow_quietly() -> None:
 
 # -- chapter 00: is this machine ready? -------------------------------------------
 
-# What the course is pinned to (requirements.txt); chapter 00 compares.
-EXPECTED_VERSIONS = {
-    "tensorflow": "2.21.0", "keras": "3.15.1", "tensorboard": "2.21.0",
-    "tensorflow-serving-api": "2.21.0", "kubernetes": "37.0.2", "jupyterlab": "4.6.6",
-    "ipywidgets": "8.1.9", "matplotlib": "3.11.2", "numpy": "2.4.6",
-}
+# The packages chapter 00 checks; their versions are read from requirements.txt,
+# the one place the course pins them.
+CHECKED_PACKAGES = ("tensorflow", "keras", "tensorboard", "tensorflow-serving-api", "kubernetes",
+                    "jupyterlab", "ipywidgets", "matplotlib", "numpy")
+
+
+def pinned_versions() -> dict[str, str]:
+    """``{package: version}`` for the ``name==version`` lines of requirements.txt."""
+    from mnist_lib import paths
+
+    pins = {}
+    for line in (paths.COURSE_ROOT / "requirements.txt").read_text().splitlines():
+        name, sep, version = line.split("#")[0].strip().partition("==")
+        if sep:
+            pins[name.strip().lower()] = version.strip()
+    return pins
 
 
 def check_environment() -> list[tuple[str, bool, str]]:
@@ -87,7 +97,9 @@ def check_environment() -> list[tuple[str, bool, str]]:
     checks.append(("python", sys.version_info[:2] == (3, 11),
                    python if sys.version_info[:2] == (3, 11) else
                    f"{python}: the course needs 3.11; start JupyterLab with `make course`"))
-    for package, wanted in EXPECTED_VERSIONS.items():
+    pins = pinned_versions()
+    for package in CHECKED_PACKAGES:
+        wanted = pins[package]
         try:
             found = metadata.version(package)
         except metadata.PackageNotFoundError:
