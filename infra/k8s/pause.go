@@ -1,4 +1,3 @@
-// PROBE — not wired into CI yet (issue 6). Sandbox ("pause") process for the locally built pod sandbox image (build-pause.sh).
 // Minimal pod sandbox ("pause") process: sleeps until SIGINT/SIGTERM, reaps zombies.
 package main
 
