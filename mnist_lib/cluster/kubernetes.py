@@ -8,8 +8,9 @@
   Job's ``Complete``/``Failed`` conditions and pod counts.
 - Logs come from the pods, found by the labels the operator and the Job
   controller put on them; ``stream_job_logs`` follows them with ``kubernetes.watch``.
-- ``port_forward`` tunnels through the API server (``kubernetes.stream.portforward``),
-  like ``kubectl port-forward``; no network route to the pods is needed.
+- ``port_forward`` tunnels through the API server (the pod's ``portforward``
+  subresource over a websocket, with the client's own proxy), like
+  ``kubectl port-forward``; no network route to the pods is needed.
 
 Errors from the API become the exceptions of :mod:`mnist_lib.cluster`, each with
 a message saying what to do (install the operator, fix RBAC, check the image...).
@@ -26,12 +27,15 @@ import threading
 import time
 import uuid
 from typing import Any, Iterator, Mapping
+from urllib.parse import quote
 
 import pydantic
 import urllib3
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
+from kubernetes.stream import ws_client
+from websocket import WebSocketException
 
 from mnist_lib.cluster import (CREATED, FAILED, INSTALL_OPERATOR, RUNNING, SUCCEEDED, ClusterError,
                                ClusterUnreachableError, ConflictError, ForbiddenError, ImagePullError,
@@ -117,9 +121,13 @@ class KubernetesBackend(Backend):
                 "the token or certificate in your kubeconfig is missing or expired. Log in again "
                 "(e.g. your cloud's get-credentials command) and retry.")
         if err.status == 403:
+            check = f"`kubectl auth can-i {verb} {kind.lower()}s -n {namespace}`"
+            if verb == "create":  # apply() is a server-side apply: a PATCH that creates, so both verbs
+                check += (f" and `kubectl auth can-i patch {kind.lower()}s -n {namespace}` "
+                          "(server-side apply needs both)")
             return ForbiddenError(
-                f"RBAC forbids you to {verb} {where}: {message}. Check with `kubectl auth can-i {verb} "
-                f"{kind.lower()}s -n {namespace}` and ask your cluster admin for a Role that allows it.")
+                f"RBAC forbids you to {verb} {where}: {message}. Check with {check} "
+                "and ask your cluster admin for a Role that allows it.")
         if err.status == 404:
             if kind == "TFJob" and not details.get("name"):
                 return OperatorMissingError(
@@ -413,7 +421,11 @@ class KubernetesBackend(Backend):
 
     # -- port-forward -----------------------------------------------------------------
     def port_forward(self, name: str, port: int, kind: str = "Service", timeout: float = 60) -> PortForward:
-        """Listen on a free local port; each connection is tunnelled to the pod through the API server."""
+        """Listen on a free local port; each connection is tunnelled to the pod through the API server.
+
+        ``close()`` stops listening, ends open connections and joins every thread it
+        started, so no port and no thread outlives the ``with`` block.
+        """
         deadline = time.monotonic() + timeout
         while True:  # a Deployment's pod may still be starting
             try:
@@ -423,20 +435,8 @@ class KubernetesBackend(Backend):
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(1.0)
-        server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        server.bind(("127.0.0.1", 0))
-        server.listen(8)
-
-        def serve() -> None:
-            while True:
-                try:
-                    conn, _ = server.accept()
-                except OSError:
-                    return  # closed
-                threading.Thread(target=self._tunnel, args=(conn, pod, target), daemon=True).start()
-
-        threading.Thread(target=serve, name=f"port-forward {pod}:{target}", daemon=True).start()
-        return PortForward(server.getsockname()[1], f"{kind.lower()}/{name}:{port}", close=server.close)
+        forwarder = _Forwarder(self.api_client.configuration, self.namespace, pod, target)
+        return PortForward(forwarder.local_port, f"{kind.lower()}/{name}:{port}", close=forwarder.close)
 
     def _forward_target(self, name: str, port: int, kind: str) -> tuple[str, int]:
         if kind == "Pod":
@@ -463,14 +463,93 @@ class KubernetesBackend(Backend):
                            if p.get("name") == target), port)
         return pod["metadata"]["name"], int(target)
 
-    def _tunnel(self, conn: socket.socket, pod: str, port: int) -> None:
-        from kubernetes.stream import portforward
 
+class _QuietPortForward(ws_client.PortForward):
+    """The client's port-forward proxy, made to end quietly when the connection drops.
+
+    The client's proxy thread only expects a clean websocket close. When the pod
+    goes away while a tunnel is open (its Deployment deleted), the API server drops
+    the TLS connection and the thread died with ``ssl.SSLEOFError`` printed on the
+    learner's screen, leaving our end of the tunnel open and waiting forever. Here
+    any error ends the thread, and the local sockets are closed so the waiting
+    side sees the end of the stream.
+    """
+
+    def __init__(self, websocket: Any, ports: list[int]):
+        self.done = threading.Event()  # set when the proxy thread has ended
+        super().__init__(websocket, ports)  # starts the proxy thread
+
+    def _proxy(self) -> None:
         try:
-            forward = portforward(self.core.connect_get_namespaced_pod_portforward, pod, self.namespace,
-                                  ports=str(port))
-            remote = forward.socket(port)
+            super()._proxy()
+        except (OSError, WebSocketException, RuntimeError, ValueError):
+            pass  # the pod or the API server went away: end the tunnel, say nothing
+        finally:
+            for port in self.local_ports.values():
+                with contextlib.suppress(OSError):
+                    port.python.close()
+            with contextlib.suppress(Exception):
+                self.websocket.close()
+            self.done.set()
+
+
+class _Forwarder:
+    """The local end of one ``port_forward``: a listening socket, an accepting thread, a thread per connection.
+
+    Each connection opens its own websocket to the pod's ``portforward`` subresource,
+    built from the client's configuration directly. Not ``kubernetes.stream.portforward``:
+    that swaps ``call_api`` on the shared ApiClient while it connects, so a status
+    call from the notebook's thread at that moment went down the websocket path.
+    """
+
+    def __init__(self, configuration: client.Configuration, namespace: str, pod: str, port: int):
+        self.configuration, self.namespace, self.pod, self.port = configuration, namespace, pod, port
+        self._server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._server.bind(("127.0.0.1", 0))
+        self._server.listen(8)
+        self.local_port: int = self._server.getsockname()[1]
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()  # client connections and tunnel ends still open
+        self._threads: list[threading.Thread] = []
+        self._closed = False
+        self._acceptor = threading.Thread(target=self._accept, name=f"port-forward {pod}:{port}", daemon=True)
+        self._acceptor.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return  # closed
+            with self._lock:
+                if self._closed:
+                    conn.close()
+                    return
+                self._open.add(conn)
+                thread = threading.Thread(target=self._tunnel, args=(conn,), daemon=True,
+                                          name=f"port-forward {self.pod}:{self.port} connection")
+                self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+            thread.start()
+
+    def _connect(self) -> _QuietPortForward:
+        """A websocket to ``pods/<pod>/portforward?ports=<port>``, authenticated as the client is."""
+        url = (f"{self.configuration.host}/api/v1/namespaces/{quote(self.namespace)}/pods/"
+               f"{quote(self.pod)}/portforward?ports={self.port}")
+        headers = {setting["key"]: setting["value"] for setting in self.configuration.auth_settings().values()
+                   if setting.get("in") == "header" and setting.get("value")}
+        websocket = ws_client.create_websocket(self.configuration, ws_client.get_websocket_url(url), headers)
+        return _QuietPortForward(websocket, [self.port])
+
+    def _tunnel(self, conn: socket.socket) -> None:
+        forward = remote = None
+        try:
+            forward = self._connect()
+            remote = forward.socket(self.port)
             remote.setblocking(True)
+            with self._lock:
+                if self._closed:
+                    return
+                self._open.add(remote)
             sockets = [conn, remote]
             while True:
                 readable, _, _ = select.select(sockets, [], [], 60)
@@ -482,4 +561,29 @@ class KubernetesBackend(Backend):
         except Exception:
             return  # the client sees its connection close; the next one tries again
         finally:
-            conn.close()
+            for s in (conn, remote):
+                if s is not None:
+                    with self._lock:
+                        self._open.discard(s)
+                    with contextlib.suppress(OSError):
+                        s.close()
+            if forward is not None:
+                forward.close()  # our end of the proxy's socket pair: its thread then ends
+                forward.done.wait(timeout=10)
+
+    def close(self) -> None:
+        """Stop listening, end open connections, and wait for every thread to finish."""
+        with self._lock:
+            self._closed = True
+            still_open, self._open = list(self._open), set()
+            threads = list(self._threads)
+        # shutdown() wakes the thread blocked in accept(); close() alone does not on Linux,
+        # and that thread would keep the port open.
+        with contextlib.suppress(OSError):
+            self._server.shutdown(socket.SHUT_RDWR)
+        self._server.close()
+        for s in still_open:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+        for thread in [self._acceptor, *threads]:
+            thread.join(timeout=10)
