@@ -46,6 +46,7 @@ DEFAULT_NAMESPACE = "mnist"
 DEFAULT_IMAGE = "mnist-course:latest"  # the course image (Dockerfile), loaded into the cluster
 VOLUME_CLAIM = "mnist-outputs"
 SERVING_IMAGE = "tensorflow/serving:2.18.0"  # the official TF Serving image
+SERVING_IMAGE_ENV = "MNIST_SERVING_IMAGE"    # replaces it, e.g. on a cluster that cannot pull it
 COURSE_SERVER = ["python", "-m", "mnist_lib.serve"]  # the same protocol, in the course image
 
 CONTAINER_NAME = "tensorflow"        # the training operator's default container name
@@ -464,8 +465,22 @@ def tensorboard(name: str = "tensorboard", log_dir: str = OUTPUT_MOUNT, image: s
                                    [("http", TENSORBOARD_PORT)])
 
 
+def serving_image() -> str:
+    """The model server's image: ``$MNIST_SERVING_IMAGE`` if set, else the official TF Serving image.
+
+    Why an override: a cluster that cannot pull ``tensorflow/serving`` (no route to
+    Docker Hub, an air-gapped CI machine, the course's own test cluster) can still
+    serve, with ``MNIST_SERVING_IMAGE=mnist-course:latest``: the course image then
+    runs the course's stand-in server, ``python -m mnist_lib.serve`` (same flags, same
+    gRPC and REST APIs), not the real ``tensorflow_model_server``.
+    """
+    import os
+
+    return os.environ.get(SERVING_IMAGE_ENV, "").strip() or SERVING_IMAGE
+
+
 def model_server(name: str = "mnist-serving", model_name: str = "mnist", model_base_path: str | None = None,
-                 image: str = SERVING_IMAGE, command: Sequence[str] | None = None,
+                 image: str | None = None, command: Sequence[str] | None = None,
                  namespace: str = DEFAULT_NAMESPACE,
                  resources: Mapping[str, Any] = SERVING_RESOURCES) -> list[dict[str, Any]]:
     """TF Serving over the shared volume: ``[Deployment, Service]``, gRPC 8500 and REST 8501.
@@ -475,8 +490,10 @@ def model_server(name: str = "mnist-serving", model_name: str = "mnist", model_b
     ``f"{config.export_dir}/{config.model_name}"``). The command defaults to
     ``tensorflow_model_server`` for the official image and to the course's
     ``python -m mnist_lib.serve`` (same flags, same protocol) for any other image:
-    a cluster without a registry runs the course image.
+    a cluster without a registry runs the course image. ``image`` defaults to
+    :func:`serving_image`: the official image unless ``MNIST_SERVING_IMAGE`` says otherwise.
     """
+    image = serving_image() if image is None else image
     check_name(name, "name")
     if not isinstance(model_name, str) or not re.fullmatch(r"[a-z][a-z0-9-]{0,62}", model_name):
         raise ManifestError(f"model_name {model_name!r} is not valid: use lowercase letters, digits "
@@ -675,7 +692,7 @@ FILES = (
                  lambda: tensorboard()),
     ManifestFile("serving.yaml", "TF Serving for the model exported to /outputs/export/mnist.",
                  _apply("serving.yaml") + "\nOpen:  kubectl -n mnist port-forward service/mnist-serving 8500 8501",
-                 lambda: model_server()),
+                 lambda: model_server(image=SERVING_IMAGE)),  # the official image, whatever the environment
     ManifestFile("katib-experiment.yaml", "A Katib hyperparameter sweep: learning rate x hidden layers, TFJob trials.",
                  _apply("katib-experiment.yaml", "Needs Katib v0.19 and the Kubeflow training operator v1.9."),
                  lambda: [katib_experiment()]),

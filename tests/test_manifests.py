@@ -459,3 +459,14 @@ def test_indexed_job_tf_config_matches_the_operators():
         for i, (host, their_host) in enumerate(zip(ours.cluster["worker"], theirs.cluster["worker"])):
             assert host == f"{name}-{i}.{name}.team-a.svc:2222"
             assert host.rsplit(":", 1)[1] == their_host.rsplit(":", 1)[1]
+
+
+def test_serving_image_override(monkeypatch):
+    """MNIST_SERVING_IMAGE replaces the official image (and so the command); the rendered file stays official."""
+    monkeypatch.setenv("MNIST_SERVING_IMAGE", "mnist-course:latest")
+    container = m.model_server()[0]["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "mnist-course:latest"
+    assert container["command"] == m.COURSE_SERVER
+    assert "image: tensorflow/serving:2.18.0" in m.render_all()["serving.yaml"]
+    monkeypatch.setenv("MNIST_SERVING_IMAGE", "")
+    assert m.serving_image() == m.SERVING_IMAGE
