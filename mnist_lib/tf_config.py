@@ -174,6 +174,22 @@ def build_tf_config(
     return json.dumps(config)
 
 
+def name_addresses(raw: str, address: "callable[[str, int], str]") -> str:
+    """TF_CONFIG with each address that is the right one for its slot written as ``<role index>``.
+
+    ``address(role, index)`` is where that replica listens on this backend (on a
+    cluster the operator's DNS name, locally a localhost port). What remains is
+    what must be the same everywhere: the roles, their counts, the order, the task.
+    So two backends' TF_CONFIGs can be compared line for line, and a *wrong*
+    address (a swapped index, another port) stays in the text, where it shows.
+    """
+    config = json.loads(raw)
+    for role, addresses in (config.get("cluster") or {}).items():
+        config["cluster"][role] = [f"<{role} {i}>" if a == address(role, i) else a
+                                   for i, a in enumerate(addresses)]
+    return json.dumps(config)
+
+
 def operator_address(job_name: str, namespace: str, port: int = DEFAULT_PORT):
     """The address function the training operator uses: headless-service DNS names."""
 

@@ -48,7 +48,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import psutil
 
@@ -321,6 +321,7 @@ class _Workload:
     success_policy: str = ""
     clean_pod_policy: str = "Running"
     companions: list[tuple[str, str]] = field(default_factory=list)  # (kind, name) submitted with it
+    addresses: dict[tuple[str, int], str] = field(default_factory=dict)  # TFJob (role, index) -> host:port
     conditions: list[dict[str, str]] = field(default_factory=list)
     message: str = ""
 
@@ -437,7 +438,8 @@ class LocalBackend(Backend):
         return _Workload("TFJob", name, namespace, dict(obj), replicas,
                          backoff_limit=None if limit is None else int(limit),
                          success_policy=spec.get("successPolicy") or "",
-                         clean_pod_policy=run_policy.get("cleanPodPolicy") or "Running")
+                         clean_pod_policy=run_policy.get("cleanPodPolicy") or "Running",
+                         addresses={key: address(*key) for key in ports})
 
     def _replica(self, rtype: str, index: int, template: Mapping[str, Any], logs: Path, policy: str,
                  extra_env: Mapping[str, str] = (), container_name: str | None = None,
@@ -638,6 +640,17 @@ class LocalBackend(Backend):
         r = self._replica_of(self._find(name, kind), replica, index)
         return {k: v for k, v in r.env.items() if k in ("TF_CONFIG", "JOB_COMPLETION_INDEX", WORKER_HOSTS_ENV)
                 or k.startswith("MNIST_")}
+
+    def tfjob_address(self, name: str) -> Callable[[str, int], str]:
+        """Where each replica of TFJob ``name`` listens here: ``localhost:<the port picked for it>``."""
+        addresses = self._find(name, "TFJob").addresses
+
+        def address(role: str, index: int) -> str:
+            if (role.lower(), index) not in addresses:
+                raise NotFoundError(f"TFJob {name} has no {role.lower()} {index}")
+            return addresses[(role.lower(), index)]
+
+        return address
 
     def check_pods(self, status: JobStatus) -> None:
         return None  # no images to pull here: the code is this checkout
