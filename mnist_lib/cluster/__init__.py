@@ -249,8 +249,32 @@ def get_backend(name: str | None = None, namespace: str | None = None):
         else:
             from mnist_lib.cluster.kubernetes import KubernetesBackend
 
-            _backends[key] = KubernetesBackend(namespace=namespace)
+            backend = KubernetesBackend(namespace=namespace)
+            prepare_namespace(backend)
+            _backends[key] = backend
     return _backends[key]
+
+
+def prepare_namespace(backend) -> list[str]:
+    """Create the course's namespace and its shared volume claim if they are missing.
+
+    Every pod of the course mounts the claim ``mnist-outputs`` at ``/outputs``; a
+    pod whose claim does not exist stays Pending without a word. So the first
+    backend of a kernel makes sure both exist (server-side apply: a no-op when they
+    do), as ``kubectl apply -f manifests/namespace.yaml`` would. On a cluster with a
+    default StorageClass (kind, cloud) the claim gets a fresh volume; without one it
+    binds to a pre-made PersistentVolume of no class (``manifests.host_path_volume``).
+    A user whose RBAC forbids creating namespaces can still work in one an admin made.
+    """
+    from mnist_lib import manifests
+
+    applied = []
+    try:
+        applied += backend.apply(manifests.namespace(backend.namespace))
+    except ForbiddenError:
+        pass  # not allowed to create namespaces: an admin made it (or the next call says it is missing)
+    applied += backend.apply(manifests.volume_claim(namespace=backend.namespace))
+    return applied
 
 
 def describe_backend(name: str | None = None) -> str:
@@ -274,5 +298,5 @@ __all__ = [
     "ClusterError", "NoClusterError", "ClusterUnreachableError", "OperatorMissingError",
     "ForbiddenError", "ConflictError", "InvalidObjectError", "NotFoundError", "ImagePullError",
     "JobFailedError", "JobTimeoutError", "JobStatus", "ReplicaStatus",
-    "get_backend", "describe_backend", "backend_name", "cluster_configured",
+    "get_backend", "prepare_namespace", "describe_backend", "backend_name", "cluster_configured",
 ]

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from abc import ABC, abstractmethod
 from typing import Any, Callable, Iterable, Iterator
 
-from mnist_lib.cluster import (FAILED, SUCCEEDED, JobFailedError, JobStatus, JobTimeoutError, NotFoundError,
-                               Objects, as_list, job_in, main_replica)
+from mnist_lib.cluster import (FAILED, SUCCEEDED, JobFailedError, JobStatus, JobTimeoutError, Manifest,
+                               NotFoundError, Objects, as_list, job_in, main_replica, replica_specs)
 
 LOG_TAIL_LINES = 30
 
@@ -107,6 +108,69 @@ class Backend(ABC):
         """PIDs of processes this backend runs on this machine (none for a cluster)."""
         return []
 
+    def tfjob_address(self, name: str) -> Callable[[str, int], str]:
+        """Where replica ``(role, index)`` of TFJob ``name`` listens, as ``host:port``.
+
+        On a cluster, the operator's convention: the DNS name of the replica's
+        headless Service, ``<job>-<role>-<index>.<namespace>.svc:2222``. The local
+        backend overrides it with the localhost ports it picked. Chapter 04 uses it
+        to check that every address in a replica's TF_CONFIG is the right one.
+        """
+        from mnist_lib.tf_config import operator_address
+
+        return operator_address(name, self.namespace)
+
+    def wait_for_replica_envs(self, tfjob: Manifest, timeout: float = 300) -> dict[str, dict[str, str]]:
+        """The environment of every replica of a submitted TFJob: ``{"worker 0": {"TF_CONFIG": ...}, ...}``.
+
+        Call it right after :meth:`create_job`: it waits until each replica's pod
+        exists. Why not later: on a cluster, when the job ends the operator deletes
+        the pods still running (``cleanPodPolicy: Running``: the parameter servers,
+        a worker that has not exited yet), and what they were given goes with them.
+        """
+        name = tfjob["metadata"]["name"]
+        deadline = time.monotonic() + timeout
+        envs: dict[str, dict[str, str]] = {}
+        for rtype, spec in replica_specs(tfjob).items():
+            for index in range(int(spec.get("replicas", 1))):
+                while True:
+                    try:
+                        envs[f"{rtype.lower()} {index}"] = self.replica_env(name, rtype, index, kind="TFJob")
+                        break
+                    except NotFoundError:  # its pod is not created yet
+                        if time.monotonic() > deadline:
+                            raise JobTimeoutError(f"TFJob {name}: no pod for {rtype.lower()} {index} after "
+                                                  f"{timeout:.0f} s; look at the job's events "
+                                                  f"(kubectl -n {self.namespace} describe tfjob {name})") from None
+                        time.sleep(0.5)
+        return envs
+
+    def shares_output_dir(self) -> bool:
+        """Do this notebook's output folder and the pods' ``/outputs`` hold the same files?
+
+        True locally (``/outputs`` *is* the output folder), and on a cluster whose
+        volume is mounted here as ``MNIST_OUTPUT_DIR`` (kind with an extraMount, the
+        course's test cluster). Checked for real: a file written here must be read
+        back through the backend (on a cluster by a short-lived pod), so a notebook
+        never copies a model where no pod will find it.
+        """
+        from mnist_lib import paths
+        from mnist_lib.manifests import OUTPUT_MOUNT
+
+        token = uuid.uuid4().hex
+        probe = paths.output_dir() / f".shared-check-{token}"
+        try:
+            probe.parent.mkdir(parents=True, exist_ok=True)
+            probe.write_text(token)
+        except OSError:
+            return False
+        try:
+            return self.read_output(f"{OUTPUT_MOUNT}/{probe.name}") == token
+        except NotFoundError:
+            return False
+        finally:
+            probe.unlink(missing_ok=True)
+
     # -- built on the primitives --------------------------------------------
     def create_job(self, objects: Objects) -> str:
         """Submit a Job or TFJob (with companions such as its headless Service); return the job's name."""
@@ -127,6 +191,7 @@ class Backend(ABC):
         expected = set(expected_conditions)
         deadline = time.monotonic() + timeout
         last = ""
+        crash_logs = ""  # the tail of a crashed replica's log, read while its pod still exists
         while True:
             status = self.get_job(name, kind=kind)
             self.check_pods(status)
@@ -136,7 +201,11 @@ class Backend(ABC):
             if status.phase in expected:
                 return status
             if status.phase == FAILED:
-                raise self.failure(status)
+                raise self.failure(status, crash_logs)
+            if any(r.restarts or r.failed for r in status.replicas.values()):
+                # On a cluster the Job controller deletes a crash-looping pod when the job
+                # fails, and its log with it: keep the last one we could read.
+                crash_logs = self._failing_logs(status)[1] or crash_logs
             if time.monotonic() > deadline:
                 raise JobTimeoutError(
                     f"{status.kind} {name} is still {status.phase} after {timeout:.0f} s; it keeps running. "
@@ -153,15 +222,29 @@ class Backend(ABC):
     def check_pods(self, status: JobStatus) -> None:
         """Raise early for pod problems that never end by themselves (e.g. image pull errors)."""
 
-    def failure(self, status: JobStatus) -> JobFailedError:
-        """A :class:`JobFailedError` with the tail of the failing replica's logs."""
+    def _failing_logs(self, status: JobStatus) -> tuple[str, str]:
+        """``(replica type, tail of its log)`` of the replica that failed (or the main one); "" if unreadable."""
+        failing = [r for r, counts in status.replicas.items() if counts.failed or counts.restarts] or [
+            main_replica(status.kind, status.replicas)]
+        try:
+            return failing[0], self.get_job_logs(status.name, replica=failing[0], index=0, tail=LOG_TAIL_LINES,
+                                                 kind=status.kind)
+        except Exception:
+            return failing[0], ""
+
+    def failure(self, status: JobStatus, crash_logs: str = "") -> JobFailedError:
+        """A :class:`JobFailedError` with the tail of the failing replica's logs.
+
+        ``crash_logs``: the tail read earlier from a crashed replica, used when its pod
+        (and log) is gone by now, as on a cluster after the Job controller gave up.
+        """
         failing = [r for r, counts in status.replicas.items() if counts.failed] or [
             main_replica(status.kind, status.replicas)]
         try:
             logs = self.get_job_logs(status.name, replica=failing[0], index=0, tail=LOG_TAIL_LINES,
                                      kind=status.kind)
         except Exception as err:  # the failure matters more than missing logs
-            logs = f"(logs unavailable: {err})"
+            logs = crash_logs or f"(logs unavailable: {err})"
         reason = status.message or "a replica failed"
         return JobFailedError(
             f"{status.kind} {status.name} failed: {reason}\n"
