@@ -10,10 +10,15 @@ setup:
 course: setup
 	$(PY) -m jupyter lab notebooks/
 
-## make test: the whole test suite (library tests, then every notebook under nbval).
-## scripts/ensure-docker.sh first makes Docker ready (CI) or explains why the
-## container tests will skip (a laptop without Docker).
-test: setup
+## make test: the whole test suite (library tests, every notebook under nbval, then
+## the cluster chapters again against a real Kubernetes cluster, infra/k8s/).
+## The cluster's Go builds start first, in the background and niced: they use the
+## CPU the tests leave idle, and the cluster fixture waits for them (build.sh locks).
+## scripts/ensure-docker.sh makes Docker ready (CI) or explains why the container
+## tests will skip (a laptop without Docker).
+test:
+	@infra/k8s/build-in-background.sh
+	@scripts/setup.sh
 	@scripts/ensure-docker.sh && scripts/ensure-chromium.sh
 	$(PY) -m pytest
 
