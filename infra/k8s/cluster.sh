@@ -170,7 +170,9 @@ EOC
   # No registry may be reached from this node: an image that is not imported must fail at once
   # (ErrImagePull / ErrImageNeverPull) instead of pulling from the internet. docker.io goes to a
   # closed port, and HTTP(S)_PROXY below closes every other registry too.
-  printf 'server = "http://127.0.0.1:1"\n' >"$NODE_DIR/certs.d/docker.io/hosts.toml"
+  # (containerd 1.6 rejects a hosts.toml without a [host] tree: "invalid `host` tree")
+  printf 'server = "http://127.0.0.1:1"\n[host."http://127.0.0.1:1"]\n  capabilities = ["pull", "resolve"]\n' \
+    >"$NODE_DIR/certs.d/docker.io/hosts.toml"
   cat >"$NODE_DIR/containerd.toml" <<EOC
 version = 2
 root = "$NODE_DIR/containerd/root"
@@ -419,7 +421,7 @@ iptables_cleanup() {  # every KUBE-* / CNI-* rule and chain (kubelet, kube-proxy
   local ipt t r ch
   for ipt in iptables ip6tables; do
     for t in filter nat mangle; do
-      $ipt -t $t -S 2>/dev/null | grep -E '^-A .* -j (KUBE|CNI)-' | sed 's/^-A/-D/' |
+      { $ipt -t $t -S 2>/dev/null | grep -E '^-A .* -j (KUBE|CNI)-' || true; } | sed 's/^-A/-D/' |
         while read -r r; do eval "$ipt -t $t $r" 2>/dev/null || true; done
       for ch in $($ipt -t $t -S 2>/dev/null | awk '/^-N (KUBE|CNI)-/{print $2}'); do $ipt -t $t -F "$ch" 2>/dev/null || true; done
       for ch in $($ipt -t $t -S 2>/dev/null | awk '/^-N (KUBE|CNI)-/{print $2}'); do $ipt -t $t -X "$ch" 2>/dev/null || true; done
@@ -468,7 +470,9 @@ node_down() {
   local n
   for n in $(ls /run/netns 2>/dev/null | grep '^cni-' || true); do ip netns delete "$n" 2>/dev/null || true; done
   ip link del "$BRIDGE" 2>/dev/null || true
-  rm -f /var/lib/cni/results/mnist-course-k8s-*   # libcni's cache (not configurable in containerd 1.6)
+  # libcni's result cache (not configurable in containerd 1.6): our network's and the CRI loopback's
+  # entries (only this cluster's containerd uses CNI here; Docker does not)
+  rm -f /var/lib/cni/results/mnist-course-k8s-* /var/lib/cni/results/cni-loopback-*
   rmdir /var/lib/cni/results /var/lib/cni 2>/dev/null || true
   # folders the kubelet hard-codes; removed only when empty (i.e. nobody else uses them)
   rm -f /var/lib/kubelet/device-plugins/kubelet.sock
