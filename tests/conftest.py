@@ -70,3 +70,20 @@ def assert_no_processes_left(backend) -> None:
     assert not alive, [p.cmdline()[:4] for p in alive]
     assert backend.processes() == []
     assert not list((backend.state_dir / "pids").glob("*.json")), "pid records left behind"
+
+
+# -- the real Kubernetes cluster (tests/real_cluster.py) ------------------------------
+from real_cluster import _real_cluster_base, cluster_without_operator, real_cluster  # noqa: E402,F401
+import real_cluster as _real_cluster_module  # noqa: E402
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
+                                  items: list[pytest.Item]) -> None:
+    """Tests marked ``real_cluster`` run last (after the notebooks), in their own order."""
+    _real_cluster_module.order_last(items)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Keep each real-cluster test's duration in test-artifacts/real-cluster-timings.json."""
+    if report.when == "call" and _real_cluster_module.MARKER in report.keywords:
+        _real_cluster_module.record_test(report.nodeid, report.duration, report.outcome)
