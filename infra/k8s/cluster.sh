@@ -474,6 +474,11 @@ node_down() {
   # entries (only this cluster's containerd uses CNI here; Docker does not)
   rm -f /var/lib/cni/results/mnist-course-k8s-* /var/lib/cni/results/cni-loopback-*
   rmdir /var/lib/cni/results /var/lib/cni 2>/dev/null || true
+  # Pod logs: the kubelet writes /var/log/pods/<ns>_<pod>_<uid> and links to them from
+  # /var/log/containers; a killed kubelet leaves those of the last pods behind. Only this cluster's
+  # kubelet runs on the machine (Docker keeps its logs under /var/lib/docker).
+  rm -rf /var/log/pods/*_*_* 2>/dev/null || true
+  find /var/log/containers -maxdepth 1 -type l -lname '/var/log/pods/*' -delete 2>/dev/null || true
   # folders the kubelet hard-codes; removed only when empty (i.e. nobody else uses them)
   rm -f /var/lib/kubelet/device-plugins/kubelet.sock
   rmdir /var/lib/kubelet/device-plugins /var/lib/kubelet /var/log/containers /var/log/pods 2>/dev/null || true
