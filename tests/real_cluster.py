@@ -295,6 +295,8 @@ class _Stopper:
 def start_or_reuse(request: pytest.FixtureRequest, need_no_operator: bool) -> RealCluster:
     """The session's cluster: reuse a running one, or start one (stopped by a finalizer)."""
     timings: dict[str, float] = {}
+    with _timings_lock:  # a new session starts a new file
+        TIMINGS.unlink(missing_ok=True)
     record("started", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     if cluster_running():
         started_here = False
@@ -320,7 +322,14 @@ def start_or_reuse(request: pytest.FixtureRequest, need_no_operator: bool) -> Re
         if done.returncode != 0:
             unavailable(f"infra/k8s/cluster.sh up failed (exit {done.returncode}):\n{_tail(done)}")
         started_here = True
-    values = _read_env_file()
+    # `status` is 0 as soon as the API and the node are ready; `up` writes env at its very end.
+    deadline = time.monotonic() + 180
+    while not (STATE / "env").is_file() and time.monotonic() < deadline:
+        time.sleep(2)
+    try:
+        values = _read_env_file()
+    except OSError as err:
+        unavailable(f"the cluster runs, but {STATE / 'env'} (written by `cluster.sh up`) is missing: {err}")
     kubeconfig, volume = Path(values["KUBECONFIG"]), Path(values["MNIST_CLUSTER_VOLUME"])
     env = {"KUBECONFIG": str(kubeconfig), "MNIST_BACKEND": "kubernetes", "MNIST_OUTPUT_DIR": str(volume),
            "MNIST_SERVING_IMAGE": IMAGE}
