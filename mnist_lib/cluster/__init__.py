@@ -274,7 +274,27 @@ def prepare_namespace(backend) -> list[str]:
     except ForbiddenError:
         pass  # not allowed to create namespaces: an admin made it (or the next call says it is missing)
     applied += backend.apply(manifests.volume_claim(namespace=backend.namespace))
+    _wait_for_default_service_account(backend)
     return applied
+
+
+def _wait_for_default_service_account(backend, timeout: float = 30) -> None:
+    """A new namespace gets its ``default`` ServiceAccount a moment later (a controller makes it);
+    until then every pod is refused ("serviceaccount default not found"). Wait for it."""
+    import time
+
+    core = getattr(backend, "core", None)  # the kubernetes backend's CoreV1Api
+    if core is None:
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            core.read_namespaced_service_account("default", backend.namespace)
+            return
+        except Exception:  # 404 until the controller made it (403: not ours to check; go on)
+            if time.monotonic() > deadline:
+                return  # the pod's own error will then say what is wrong
+            time.sleep(0.5)
 
 
 def describe_backend(name: str | None = None) -> str:
