@@ -1,0 +1,131 @@
+"""Chapters 03-07 in KUBERNETES mode against a real cluster, under strict nbval.
+
+The stored notebook outputs were produced on the local backend (pods as processes).
+Running the same notebooks on a real cluster (real kubelet, the Kubeflow training
+operator, CoreDNS) and comparing every checked cell with those outputs is the proof
+that both backends teach the same thing: the Job, both TFJobs through the real
+operator (chapter 04 prints each replica's TF_CONFIG, compared with the local
+backend's), the operator-free Indexed Job, TensorBoard reached through the
+backend's port-forward, the model server Deployment answering the client, and a
+sweep of TFJobs.
+
+How it runs, as a learner with kind and an extraMount of the outputs folder would:
+the notebooks see the cluster's shared volume as their output folder
+(``MNIST_OUTPUT_DIR=<the volume's host folder>``), so ``paths.output_dir()`` in the
+kernel and ``/outputs`` in the pods are the same files. One extra sanitiser rule,
+built here, writes that folder as ``outputs`` (what it is for the notebooks); every
+other rule is ``tests/nbval_sanitize.cfg``'s.
+
+Chapter 01 runs first, in the same environment: chapters 04, 05 and 06 compare
+with (or serve) its CNN, which must therefore be on the volume. Its own fallbacks
+(a stand-in model) would print other numbers than the stored ones.
+
+The cluster comes from the session fixture ``real_cluster`` (tests/real_cluster.py:
+kubeconfig, the volume's host folder, and the environment above).
+
+The chapters run in order in ONE pytest subprocess (a kernel per notebook, as
+``make test`` does), with a JUnit report; then one test per chapter reports that
+chapter's failing cells. Each chapter's wall time is written to
+``test-artifacts/kubernetes-chapters.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from real_cluster import RealCluster
+
+ROOT = Path(__file__).resolve().parent.parent
+SANITIZE = ROOT / "tests" / "nbval_sanitize.cfg"
+ARTIFACTS = ROOT / "test-artifacts"
+PREREQUISITES = ("01_train_locally",)
+CHAPTERS = ("03_run_a_job", "04_distributed_training", "05_tensorboard", "06_serving",
+            "07_hyperparameter_sweeps")
+TIMEOUT = 3600  # the whole run; chapters 03-07 take about 10-15 min on 2 cores
+
+pytestmark = pytest.mark.real_cluster
+
+
+def sanitizer_with_volume(volume: Path, target: Path) -> Path:
+    """tests/nbval_sanitize.cfg, preceded by one rule: the volume's folder is the notebooks' ``outputs``.
+
+    The stored (local) outputs print ``outputs/serving/mnist``; here the same folder is
+    the volume, printed as its absolute path (or the path a symlink resolves to).
+    The rule is first, before ``[tmp-paths]`` would turn it into ``<TMP>``.
+    """
+    spellings = sorted({str(volume), str(volume.resolve())}, key=len, reverse=True)
+    pattern = "(" + "|".join(re.escape(s) for s in spellings) + ")"
+    rule = ("# Added by tests/test_notebooks_on_kubernetes.py: MNIST_OUTPUT_DIR is the cluster's volume.\n"
+            f"[volume-is-outputs]\nregex: {pattern}\nreplace: outputs\n\n")
+    target.write_text(rule + SANITIZE.read_text())
+    return target
+
+
+@dataclass
+class ChapterRun:
+    name: str
+    seconds: float
+    cells: int
+    failures: list[str]
+
+
+def _parse_report(report: Path) -> dict[str, ChapterRun]:
+    """Per notebook: wall time (sum of its cells' times), cell count, failing cells with their message."""
+    runs: dict[str, ChapterRun] = {}
+    for case in ET.parse(report).getroot().iter("testcase"):
+        where = case.get("file") or case.get("classname", "")
+        name = next((n for n in PREREQUISITES + CHAPTERS if n in where), None)
+        if name is None:
+            continue
+        run = runs.setdefault(name, ChapterRun(name, 0.0, 0, []))
+        run.seconds += float(case.get("time") or 0)
+        run.cells += 1
+        for problem in list(case.iter("failure")) + list(case.iter("error")):
+            text = (problem.get("message") or "") + "\n" + (problem.text or "")
+            run.failures.append(f"{case.get('name')}: {text.strip()[:4000]}")
+    return runs
+
+
+@pytest.fixture(scope="module")
+def chapter_runs(real_cluster: RealCluster, tmp_path_factory: pytest.TempPathFactory) -> dict[str, ChapterRun]:
+    """Run chapter 01 and chapters 03-07, in order, under nbval against the cluster; parse the report."""
+    work = tmp_path_factory.mktemp("k8s-notebooks")
+    sanitize = sanitizer_with_volume(real_cluster.volume, work / "nbval_sanitize.cfg")
+    report = work / "report.xml"
+    notebooks = [f"notebooks/{name}.ipynb" for name in PREREQUISITES + CHAPTERS]
+    command = [sys.executable, "-m", "pytest", "-o", "addopts=", "-p", "no:cacheprovider",
+               "--nbval", "--current-env", "--nbval-sanitize-with", str(sanitize),
+               "--nbval-cell-timeout", "900", f"--junitxml={report}", "-q", *notebooks]
+    env = {**os.environ, **real_cluster.env}
+    ARTIFACTS.mkdir(exist_ok=True)
+    log = ARTIFACTS / "kubernetes-chapters.log"
+    started = time.monotonic()
+    with log.open("w") as out:
+        completed = subprocess.run(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                   timeout=TIMEOUT)
+    total = time.monotonic() - started
+    if not report.is_file():
+        pytest.fail(f"nbval did not run (exit {completed.returncode}); see {log}")
+    runs = _parse_report(report)
+    (ARTIFACTS / "kubernetes-chapters.json").write_text(json.dumps({
+        "total_seconds": round(total, 1), "exit_code": completed.returncode,
+        "chapters": {n: {"seconds": round(r.seconds, 1), "cells": r.cells, "failed_cells": len(r.failures)}
+                     for n, r in runs.items()}}, indent=2))
+    return runs
+
+
+@pytest.mark.parametrize("chapter", PREREQUISITES + CHAPTERS)
+def test_chapter_on_kubernetes(chapter_runs: dict[str, ChapterRun], chapter: str) -> None:
+    """Every checked cell of the chapter prints on the cluster what it printed on the local backend."""
+    run = chapter_runs.get(chapter)
+    assert run is not None and run.cells, f"{chapter} did not run: see test-artifacts/kubernetes-chapters.log"
+    assert not run.failures, f"{chapter} ({run.seconds:.0f} s) differs on kubernetes:\n\n" + "\n\n".join(run.failures)
