@@ -286,7 +286,7 @@ def test_missing_tfjob_crd_says_how_to_install_the_operator(api):
     with pytest.raises(cluster.OperatorMissingError) as err:
         api.backend().create_job(tfjob())
     assert 'kubectl apply --server-side -k "github.com/kubeflow/training-operator.git/manifests/' \
-           'overlays/standalone?ref=v1.9.2"' in str(err.value)
+           'overlays/standalone?ref=v1.9.3"' in str(err.value)
 
 
 def test_missing_namespace(api):

@@ -46,7 +46,7 @@ Manifest = Mapping[str, Any]
 Objects = Union[Manifest, Sequence[Manifest]]
 
 INSTALL_OPERATOR = ('kubectl apply --server-side -k '
-                    '"github.com/kubeflow/training-operator.git/manifests/overlays/standalone?ref=v1.9.2"')
+                    '"github.com/kubeflow/training-operator.git/manifests/overlays/standalone?ref=v1.9.3"')
 
 
 # -- errors: what went wrong and what to do next ---------------------------------
