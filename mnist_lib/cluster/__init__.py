@@ -263,7 +263,7 @@ def prepare_namespace(backend) -> list[str]:
     backend of a kernel makes sure both exist (server-side apply: a no-op when they
     do), as ``kubectl apply -f manifests/namespace.yaml`` would. On a cluster with a
     default StorageClass (kind, cloud) the claim gets a fresh volume; without one it
-    binds to a pre-made PersistentVolume of no class (``manifests.host_path_volume``).
+    binds to a pre-made PersistentVolume of no class (the test cluster's: ``infra/k8s/cluster.sh``).
     A user whose RBAC forbids creating namespaces can still work in one an admin made.
     """
     from mnist_lib import manifests
