@@ -44,7 +44,7 @@ IMAGE_IDS=$NODE_DIR/containerd/imported-images
 API=https://$NODE_IP:$API_PORT
 
 now() { date +%s.%N; }
-since() { echo "$(now) - $1" | bc; }
+since() { awk -v a="$(now)" -v b="$1" 'BEGIN { printf "%.1f", a - b }'; }  # awk: always there, unlike bc
 timing() { printf '%-26s %s after %.1f s\n' "$1" "$2" "$(since "$3")"; }
 die() { echo "ERROR: $*" >&2; exit 1; }
 
