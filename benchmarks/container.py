@@ -155,8 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         if not options.keep:
             container.remove_image(TAG)
 
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    paths.write_json(RESULTS, results)
     print(f"wrote {RESULTS.relative_to(paths.COURSE_ROOT)}")
     return 0
 

@@ -30,6 +30,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from mnist_lib import paths
+
 RESULTS = Path(__file__).resolve().parent / "results" / "distributed.json"
 TARGET_RATIO = 2.0
 
@@ -103,8 +105,7 @@ def main() -> None:
         "target_wall_ratio_at_most": TARGET_RATIO,
         "target_met": ratio <= TARGET_RATIO,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    paths.write_json(RESULTS, report)
     print(f"{'':18}{'wall s':>9}{'training s':>12}{'test acc':>10}")
     for name, m in summary.items():
         print(f"{name:18}{m['wall_seconds']:>9.1f}{m['training_seconds']:>12.1f}{m['test_accuracy']:>10.4f}")

@@ -208,8 +208,7 @@ def main(argv: list[str] | None = None) -> int:
             "batch_256_images_per_second": max(r["grpc_batch_256"].values())
             >= TARGETS["batch_256_images_per_second"],
         } for r in results["models"]}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    paths.write_json(RESULTS, results)
     print_table(results)
     print(f"\nwrote {RESULTS}")
     return 0

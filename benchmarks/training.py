@@ -84,8 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                     "load_average_after": [round(x, 2) for x in os.getloadavg()]},
         "models": models,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    paths.write_json(RESULTS, results)
     print(f"written {paths.relative(RESULTS)}")
     return 0
 

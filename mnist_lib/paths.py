@@ -60,7 +60,7 @@ def write_json(path: Path | str, value: object, indent: int = 2) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=indent))
+    tmp.write_text(json.dumps(value, indent=indent) + "\n")
     tmp.replace(path)
     return path
 

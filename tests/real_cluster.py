@@ -34,6 +34,8 @@ from typing import Any, Iterator
 
 import pytest
 
+from mnist_lib import paths
+
 COURSE_ROOT = Path(__file__).resolve().parent.parent
 INFRA = COURSE_ROOT / "infra" / "k8s"
 CLUSTER_SH = INFRA / "cluster.sh"
@@ -81,9 +83,7 @@ def record(key: str, value: Any) -> None:
             data[key].update(value)
         else:
             data[key] = value
-        tmp = TIMINGS.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        tmp.replace(TIMINGS)
+        paths.write_json(TIMINGS, dict(sorted(data.items())))
 
 
 def record_test(nodeid: str, seconds: float, outcome: str) -> None:

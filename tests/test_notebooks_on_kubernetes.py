@@ -31,7 +31,6 @@ chapter's failing cells. Each chapter's wall time is written to
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -43,6 +42,8 @@ from pathlib import Path
 
 import pytest
 from real_cluster import RealCluster
+
+from mnist_lib import paths
 
 ROOT = Path(__file__).resolve().parent.parent
 SANITIZE = ROOT / "tests" / "nbval_sanitize.cfg"
@@ -116,10 +117,10 @@ def chapter_runs(real_cluster: RealCluster, tmp_path_factory: pytest.TempPathFac
     if not report.is_file():
         pytest.fail(f"nbval did not run (exit {completed.returncode}); see {log}")
     runs = _parse_report(report)
-    (ARTIFACTS / "kubernetes-chapters.json").write_text(json.dumps({
+    paths.write_json(ARTIFACTS / "kubernetes-chapters.json", {
         "total_seconds": round(total, 1), "exit_code": completed.returncode,
         "chapters": {n: {"seconds": round(r.seconds, 1), "cells": r.cells, "failed_cells": len(r.failures)}
-                     for n, r in runs.items()}}, indent=2))
+                     for n, r in runs.items()}})
     return runs
 
 
