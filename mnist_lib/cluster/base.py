@@ -205,7 +205,11 @@ class Backend(ABC):
             if any(r.restarts or r.failed for r in status.replicas.values()):
                 # On a cluster the Job controller deletes a crash-looping pod when the job
                 # fails, and its log with it: keep the last one we could read.
-                crash_logs = self._failing_logs(status)[1] or crash_logs
+                try:
+                    crash_logs = self._log_tail(status, self._failing_replica(status, count_restarts=True)) \
+                        or crash_logs
+                except Exception:
+                    pass  # not readable right now (a container restarting): keep the previous tail
             if time.monotonic() > deadline:
                 raise JobTimeoutError(
                     f"{status.kind} {name} is still {status.phase} after {timeout:.0f} s; it keeps running. "
@@ -222,15 +226,16 @@ class Backend(ABC):
     def check_pods(self, status: JobStatus) -> None:
         """Raise early for pod problems that never end by themselves (e.g. image pull errors)."""
 
-    def _failing_logs(self, status: JobStatus) -> tuple[str, str]:
-        """``(replica type, tail of its log)`` of the replica that failed (or the main one); "" if unreadable."""
-        failing = [r for r, counts in status.replicas.items() if counts.failed or counts.restarts] or [
-            main_replica(status.kind, status.replicas)]
-        try:
-            return failing[0], self.get_job_logs(status.name, replica=failing[0], index=0, tail=LOG_TAIL_LINES,
-                                                 kind=status.kind)
-        except Exception:
-            return failing[0], ""
+    def _failing_replica(self, status: JobStatus, count_restarts: bool = False) -> str:
+        """The replica whose log explains a failure: the first that failed (or, if counted,
+        restarted), else the main one."""
+        failing = [r for r, counts in status.replicas.items()
+                   if counts.failed or (count_restarts and counts.restarts)]
+        return failing[0] if failing else main_replica(status.kind, status.replicas)
+
+    def _log_tail(self, status: JobStatus, replica: str) -> str:
+        """The last lines of replica ``replica`` 0's log."""
+        return self.get_job_logs(status.name, replica=replica, index=0, tail=LOG_TAIL_LINES, kind=status.kind)
 
     def failure(self, status: JobStatus, crash_logs: str = "") -> JobFailedError:
         """A :class:`JobFailedError` with the tail of the failing replica's logs.
@@ -238,15 +243,13 @@ class Backend(ABC):
         ``crash_logs``: the tail read earlier from a crashed replica, used when its pod
         (and log) is gone by now, as on a cluster after the Job controller gave up.
         """
-        failing = [r for r, counts in status.replicas.items() if counts.failed] or [
-            main_replica(status.kind, status.replicas)]
+        replica = self._failing_replica(status)
         try:
-            logs = self.get_job_logs(status.name, replica=failing[0], index=0, tail=LOG_TAIL_LINES,
-                                     kind=status.kind)
+            logs = self._log_tail(status, replica)
         except Exception as err:  # the failure matters more than missing logs
             logs = crash_logs or f"(logs unavailable: {err})"
         reason = status.message or "a replica failed"
         return JobFailedError(
             f"{status.kind} {status.name} failed: {reason}\n"
-            f"--- last {LOG_TAIL_LINES} log lines of {failing[0].lower()} 0 ---\n{logs.rstrip()}",
+            f"--- last {LOG_TAIL_LINES} log lines of {replica.lower()} 0 ---\n{logs.rstrip()}",
             status, logs)
