@@ -135,6 +135,12 @@ class RealCluster:
     def supports_tfjob(self) -> bool:
         return self.backend("default").supports_tfjob()
 
+    def add_volume(self, namespace: str, folder: Path) -> None:
+        """A hostPath PV at ``folder``, pre-bound to claim ``<namespace>/mnist-outputs`` (``cluster.sh volume``)."""
+        done = _cluster_sh("volume", namespace, str(folder), timeout=120)
+        if done.returncode != 0:
+            pytest.fail(f"cluster.sh volume {namespace} failed:\n{_tail(done)}", pytrace=False)
+
 
 def _cluster_sh(*args: str, env: dict[str, str] | None = None, timeout: float = 900,
                 log: str | None = None) -> subprocess.CompletedProcess[str]:

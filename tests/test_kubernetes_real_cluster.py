@@ -12,7 +12,6 @@ Trainings are tiny (MLP, one epoch, 3,000 images): the machine has two cores.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import tempfile
@@ -98,18 +97,7 @@ def it(_real_cluster_base) -> Iterator[Namespace]:
         wait_until(f"PV {PV_NAME} from an earlier run to go", lambda: _pv_gone(core), timeout=60)
 
     folder = Path(tempfile.mkdtemp(prefix="mnist-it-volume-"))  # under /tmp: uid 1000 can reach it
-    try:
-        os.chown(folder, manifests.NON_ROOT_USER, manifests.NON_ROOT_USER)  # pods run as 1000
-        folder.chmod(0o755)
-    except PermissionError:
-        folder.chmod(0o777)
-    core.create_persistent_volume({
-        "apiVersion": "v1", "kind": "PersistentVolume",
-        "metadata": {"name": PV_NAME, "labels": manifests.labels(NS, "storage")},
-        "spec": {"capacity": {"storage": "5Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": "",
-                 "persistentVolumeReclaimPolicy": "Retain",
-                 "hostPath": {"path": str(folder), "type": "Directory"},
-                 "claimRef": {"namespace": NS, "name": manifests.VOLUME_CLAIM}}})
+    _real_cluster_base.add_volume(NS, folder)  # PV_NAME, owned by the pods' uid
     claim = manifests.volume_claim(namespace=NS)
     claim["spec"].update(volumeName=PV_NAME, storageClassName="")
     try:
