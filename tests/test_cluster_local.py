@@ -277,3 +277,14 @@ def test_paths_under_mounts_are_rewritten(outputs):
     assert rewrite_path("--log-dir=/outputs/run/logs", mounts) == f"--log-dir={outputs}/run/logs"
     assert rewrite_path("/outputsx", mounts) == "/outputsx"
     assert rewrite_path("mlp", mounts) == "mlp"
+
+
+def test_require_shared_output_dir_passes_locally_and_explains_otherwise(backend, outputs, monkeypatch):
+    """Locally /outputs is the output folder; where the pods cannot see it, the error says how to copy."""
+    folder = outputs / "serving" / "mnist" / "1"
+    backend.require_shared_output_dir(folder)  # the local backend shares it: no error
+    monkeypatch.setattr(backend, "shares_output_dir", lambda: False)
+    with pytest.raises(cluster.ClusterError) as err:
+        backend.require_shared_output_dir(folder)
+    assert f"kubectl -n {backend.namespace} cp {folder} " in str(err.value)
+    assert ":/outputs/serving/mnist/1" in str(err.value) and "MNIST_OUTPUT_DIR" in str(err.value)

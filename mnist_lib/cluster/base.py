@@ -11,9 +11,10 @@ import json
 import time
 import uuid
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from mnist_lib.cluster import (FAILED, SUCCEEDED, JobFailedError, JobStatus, JobTimeoutError, Manifest,
+from mnist_lib.cluster import (FAILED, SUCCEEDED, ClusterError, JobFailedError, JobStatus, JobTimeoutError, Manifest,
                                NotFoundError, Objects, as_list, job_in, main_replica, replica_specs)
 
 LOG_TAIL_LINES = 30
@@ -170,6 +171,20 @@ class Backend(ABC):
             return False
         finally:
             probe.unlink(missing_ok=True)
+
+    def require_shared_output_dir(self, folder: Path | str) -> None:
+        """Raise :class:`ClusterError` unless the pods see ``folder`` (under this notebook's
+        output folder) at the same place under ``/outputs``; the message gives the two ways out."""
+        if self.shares_output_dir():
+            return
+        from mnist_lib import paths
+        from mnist_lib.manifests import OUTPUT_MOUNT
+
+        inside = Path(folder).resolve().relative_to(paths.output_dir().resolve())
+        raise ClusterError(
+            f"the cluster's volume is not {paths.output_dir()}: copy {inside} into it first, e.g.\n"
+            f"  kubectl -n {self.namespace} cp {folder} <a pod mounting mnist-outputs>:{OUTPUT_MOUNT}/{inside}\n"
+            "or set MNIST_OUTPUT_DIR to the folder the volume is mounted on, and run this chapter again.")
 
     # -- built on the primitives --------------------------------------------
     def create_job(self, objects: Objects) -> str:
