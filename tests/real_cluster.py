@@ -46,6 +46,7 @@ TIMINGS = ARTIFACTS / "real-cluster-timings.json"
 IMAGE = "mnist-course:latest"  # what the manifests run (manifests.DEFAULT_IMAGE)
 NODE_IMAGE = "docker.io/library/mnist-course:latest"  # the same image, as containerd names it
 MARKER = "real_cluster"
+GO_STANDARD_PATH = Path("/usr/local/go/bin/go")  # go.dev's install location, often not on a script's PATH
 WITHOUT_OPERATOR = "cluster_without_operator"  # the fixture of tests that need the CRD absent
 
 HOW_TO_RUN = ("To run these tests: on Linux as root with Go and Docker (the course's CI machine), "
@@ -169,30 +170,11 @@ def _read_env_file() -> dict[str, str]:
     return values
 
 
-def _api_ready(kubeconfig: Path, timeout: float = 10) -> bool:
-    """The API server answers and a node is Ready (what ``cluster.sh status`` checks)."""
-    from kubernetes import client, config
-
-    try:
-        with config.new_client_from_config(config_file=str(kubeconfig)) as api:
-            nodes = client.CoreV1Api(api).list_node(_request_timeout=timeout).items
-    except Exception:
-        return False
-    return any(c.type == "Ready" and c.status == "True" for n in nodes for c in n.status.conditions or [])
-
-
 def cluster_running() -> bool:
-    """Is a cluster already up? ``cluster.sh status``, else the API of ``$K8S_STATE/env`` (a cluster
-    started another way, e.g. by infra/k8s-probe): either way it is reused, never stopped."""
-    if CLUSTER_SH.is_file():
-        try:
-            if _cluster_sh("status", timeout=60).returncode == 0:
-                return True
-        except subprocess.TimeoutExpired:
-            pass
+    """Is a cluster already up (``cluster.sh status``: API ready, node Ready)? Then it is reused, never stopped."""
     try:
-        return _api_ready(Path(_read_env_file()["KUBECONFIG"]))
-    except (OSError, KeyError):
+        return CLUSTER_SH.is_file() and _cluster_sh("status", timeout=60).returncode == 0
+    except subprocess.TimeoutExpired:
         return False
 
 
@@ -217,7 +199,7 @@ def _why_not_here() -> str | None:
         return f"the cluster runs a kubelet and containerd, which need Linux (this is {platform.system()})."
     if os.geteuid() != 0:
         return "starting the cluster needs root (kubelet, containerd, iptables, mounts)."
-    if not (shutil.which("go") or Path("/usr/local/go/bin/go").is_file()):
+    if not (shutil.which("go") or GO_STANDARD_PATH.is_file()):  # build.sh looks there too
         return "Go is not installed (infra/k8s/build.sh builds Kubernetes from source)."
     if not (CLUSTER_SH.is_file() and BUILD_SH.is_file()):
         return f"{CLUSTER_SH.relative_to(COURSE_ROOT)} or {BUILD_SH.relative_to(COURSE_ROOT)} is missing."

@@ -11,6 +11,7 @@
 # (cni, pause) are left to that second run, so nothing here races with apt or pip.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then PATH=/usr/local/go/bin:$PATH; fi  # as build.sh
 if [ "$(uname -s)" != Linux ] || [ "$(id -u)" != 0 ] || ! command -v go >/dev/null 2>&1; then
   exit 0
 fi

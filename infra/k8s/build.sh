@@ -259,6 +259,9 @@ for c in "${COMPONENTS[@]}"; do
     *) echo "ERROR: unknown component '$c' (cni kubernetes training-operator coredns etcd pause kwok)" >&2; exit 2 ;;
   esac
 done
+# go.dev installs Go in /usr/local/go, whose bin/ a login shell's profile adds to PATH but a CI
+# script's environment may lack.
+if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then PATH=/usr/local/go/bin:$PATH; fi
 command -v go >/dev/null 2>&1 || { echo "ERROR: no 'go' on PATH (Go >= 1.23 builds the cluster)" >&2; exit 1; }
 
 mkdir -p "$CACHE"
