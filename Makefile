@@ -8,7 +8,7 @@ setup:
 
 ## make course: set everything up and open JupyterLab on the notebooks
 course: setup
-	$(PY) -m jupyter lab notebooks/
+	$(PY) -m jupyter lab notebooks/ $$([ "$$(id -u)" = 0 ] && echo --allow-root)  # JupyterLab refuses root without it (containers, CI machines)
 
 ## make test: the whole test suite (library tests, every notebook under nbval, then
 ## the cluster chapters again against a real Kubernetes cluster, infra/k8s/).
