@@ -10,15 +10,23 @@ layout, the same error messages, so the same client works against both.
   ``GetModelStatus``. (Classify, Regress and MultiInference answer UNIMPLEMENTED.)
 - REST: ``GET /v1/models/<name>[/versions/<n>]``, ``GET .../metadata``,
   ``POST /v1/models/<name>[/versions/<n>]:predict`` with ``instances`` or ``inputs``.
-- Models: ``<model_base_path>/<version>/saved_model.pb``. The highest version
-  answers by default, any loaded version on request; a version folder written
-  while the server runs is picked up within ``poll_interval`` seconds (TF
-  Serving's ``--file_system_poll_wait_seconds``).
+- Models: ``<model_base_path>/<version>/saved_model.pb``. Which versions are
+  served is TF Serving's ``model_version_policy``: by default only the latest
+  (``latest { num_versions: 1 }``), so asking for an older one gets TF Serving's
+  NOT_FOUND; ``version_policy="all"``, a list of versions, or a model config file
+  (``--model_config_file``, a ``ModelServerConfig``: :mod:`mnist_lib.serving_config`)
+  serves more. The highest served version answers requests that name none. A
+  version folder written while the server runs is picked up within
+  ``poll_interval`` seconds (TF Serving's ``--file_system_poll_wait_seconds``).
 
 In a notebook::
 
-    with ModelServer("outputs/export/mnist") as server:
+    with ModelServer("outputs/export/mnist") as server:                 # latest only
         print(server.grpc_address, server.rest_url, server.versions())
+    with ModelServer("outputs/export/mnist", version_policy="all") as server:
+        ...
+    with ModelServer(model_config_file="models.config") as server:      # as TF Serving reads it
+        ...
 
 From a shell: ``python -m mnist_lib.serve`` (see :mod:`mnist_lib.serve`).
 """
@@ -52,7 +60,9 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from mnist_lib import serving_config
 from mnist_lib.predict import MAX_MESSAGE_BYTES, dtype_name, make_ndarray
+from mnist_lib.serving_config import ModelConfigError, VersionPolicy
 
 if TYPE_CHECKING:
     from mnist_lib.predict import PredictionClient
@@ -159,28 +169,39 @@ class _ModelCore:
     status code and REST into an HTTP status with ``{"error": ...}``.
     """
 
-    def __init__(self, model_name: str, base_path: Path, version_policy: str,
-                 max_batch_size: int, value_range: tuple[float, float] | None) -> None:
-        self.model_name = model_name
-        self.base_path = base_path
-        self.version_policy = version_policy
+    def __init__(self, model: Any, max_batch_size: int, value_range: tuple[float, float] | None) -> None:
         self.max_batch_size = max_batch_size
         self.value_range = value_range
-        # Both replaced whole, never mutated: request threads read them without a lock.
+        # All replaced whole, never mutated: request threads read them without a lock.
         self.servables: dict[int, Servable] = {}
         self.failed: dict[int, tuple[float, str]] = {}  # version -> (mtime tried, error)
+        self.unloaded: set[int] = set()  # served once, then unloaded: state END, as in TF Serving
         self._load_lock = threading.Lock()
+        self.configure(model)
+
+    def configure(self, model: Any) -> None:
+        """Serve the model a (checked) ``ModelConfig`` describes; the next poll() applies it."""
+        with self._load_lock:
+            base_path = Path(model.base_path).expanduser().resolve()
+            if (model.name, base_path) != (getattr(self, "model_name", None), getattr(self, "base_path", None)):
+                self.failed, self.unloaded = {}, set()  # another model: its history starts afresh
+            self.model_name: str = model.name
+            self.base_path = base_path
+            self.policy = model.model_version_policy  # a ServableVersionPolicy
+
+    @property
+    def policy_description(self) -> str:
+        return serving_config.describe_policy(self.policy)
 
     # ### Version loading (the "file system storage path source" of TF Serving)
 
     def poll(self) -> None:
-        """Load new version folders, unload removed ones. Safe to call from any thread."""
+        """Load the versions the policy wants, unload the others. Safe to call from any thread."""
         with self._load_lock:
             found = _version_folders(self.base_path)
-            wanted = sorted(found, reverse=True)
-            if self.version_policy == "latest":
-                wanted = wanted[:1]
-            servables = {v: s for v, s in self.servables.items() if v in found}
+            wanted = serving_config.select_versions(self.policy, found)  # newest first
+            # (a servable loaded from another base path, before a config change, is not kept)
+            servables = {v: s for v, s in self.servables.items() if found.get(v) == s.path}
             failed = {v: f for v, f in self.failed.items() if v in found}
             for version in wanted:  # newest first: it is the one clients want
                 if version in servables:
@@ -197,13 +218,20 @@ class _ModelCore:
                     continue
                 failed.pop(version, None)
                 self.servables = dict(servables)  # serve it now, not after the older ones load
+                self.unloaded = self.unloaded - {version}
                 log.info("loaded %s version %d from %s", self.model_name, version, found[version])
-            if self.version_policy == "latest" and servables:
+            kept = {v: s for v, s in servables.items() if v in wanted}
+            if not kept and servables and wanted:
+                # No wanted version could load (yet): keep serving the newest loaded one rather
+                # than nothing (TF Serving's AvailabilityPreservingPolicy).
                 newest = max(servables)
-                servables = {newest: servables[newest]}
-            for version in set(self.servables) - set(servables):
-                log.info("unloaded %s version %d", self.model_name, version)
-            self.servables, self.failed = servables, failed
+                kept = {newest: servables[newest]}
+            gone = set(self.servables) - set(kept)
+            for version in sorted(gone):
+                log.info("unloaded %s version %d (the version policy serves %s)", self.model_name,
+                         version, self.policy_description)
+            self.servables, self.failed = kept, failed
+            self.unloaded = (self.unloaded | gone) - set(kept)
 
     def resolve(self, name: str, version: int | None, label: str = "") -> Servable:
         """The servable for a request, or TF Serving's NOT_FOUND."""
@@ -338,7 +366,8 @@ class _ModelCore:
         states: dict[int, tuple[int, str]] = {}
         if spec.name == self.model_name:
             State = get_model_status_pb2.ModelVersionStatus.State
-            states = {v: (State.END, error) for v, (_, error) in self.failed.items()}
+            states = {v: (State.END, "") for v in self.unloaded}
+            states.update({v: (State.END, error) for v, (_, error) in self.failed.items()})
             states.update({v: (State.AVAILABLE, "") for v in self.servables})
         if spec.HasField("version"):
             version = spec.version.value
@@ -638,32 +667,58 @@ class ModelServer:
     (``<export_dir>/<model_name>``), as TF Serving's ``--model_base_path``.
     ``port=0`` / ``rest_api_port=0`` pick free ports (read them back from
     :attr:`grpc_port` / :attr:`rest_port`); ``rest_api_port=None`` turns REST off.
-    ``version_policy="all"`` serves every version found (so a client can ask for
-    an older one); ``"latest"`` only the highest, as TF Serving's default policy.
+
+    Which versions it serves is TF Serving's version policy. ``version_policy``:
+    ``"latest"`` (the default, as TF Serving's: only the highest version, so a
+    request for an older one gets NOT_FOUND), ``"all"``, a list such as ``[1, 2]``,
+    or a ``ServableVersionPolicy`` (:func:`mnist_lib.serving_config.version_policy`,
+    e.g. the latest two). Or, instead of ``model_base_path``, ``model_name`` and
+    ``version_policy``: ``model_config_file``, a ``ModelServerConfig`` text file as
+    TF Serving's ``--model_config_file`` (one model), re-read every
+    ``model_config_file_poll_wait_seconds`` if that is above 0.
     ``value_range`` refuses float inputs outside it (the model was trained on
     0..1; ``None`` turns the check off).
 
     Use it as a context manager, or call :meth:`start` and :meth:`stop`.
     """
 
-    def __init__(self, model_base_path: str | Path, model_name: str = "mnist", *,
+    def __init__(self, model_base_path: str | Path | None = None, model_name: str = "mnist", *,
+                 version_policy: VersionPolicy = "latest", model_config_file: str | Path | None = None,
+                 model_config_file_poll_wait_seconds: float = 0.0,
                  port: int = 0, rest_api_port: int | None = 0, host: str = "127.0.0.1",
-                 poll_interval: float = DEFAULT_POLL_SECONDS, version_policy: str = "all",
+                 poll_interval: float = DEFAULT_POLL_SECONDS,
                  max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
                  value_range: tuple[float, float] | None = (0.0, 1.0),
                  max_workers: int = 8) -> None:
-        if version_policy not in ("all", "latest"):
-            raise ValueError(f"version_policy must be 'all' or 'latest', got {version_policy!r}")
         if not math.isfinite(poll_interval) or poll_interval <= 0:
             raise ValueError(f"poll_interval must be a positive number of seconds, got {poll_interval}")
-        self.model_base_path = Path(model_base_path).expanduser().resolve()
-        self.model_name = model_name
+        wait = model_config_file_poll_wait_seconds
+        if not math.isfinite(wait) or wait < 0:
+            raise ValueError(f"model_config_file_poll_wait_seconds must be 0 (read the file once) or a "
+                             f"positive number of seconds, got {wait}")
+        if model_config_file is not None:
+            if model_base_path is not None or model_name != "mnist" or not (
+                    isinstance(version_policy, str) and version_policy == "latest"):
+                raise ValueError("give either model_config_file (it names the model, its base_path "
+                                 "and its model_version_policy) or model_base_path, model_name and "
+                                 "version_policy, not both")
+            self.model_config_file: Path | None = Path(model_config_file).expanduser().resolve()
+            model = serving_config.read_model_config_file(self.model_config_file)
+            self._config_text = self.model_config_file.read_text(encoding="utf-8")
+        elif model_base_path is None:
+            raise ValueError("give model_base_path (the folder holding the version folders 1/, 2/, ...) "
+                             "or model_config_file")
+        else:
+            self.model_config_file = None
+            model = serving_config.model_server_config(
+                model_name, Path(model_base_path).expanduser().resolve(),
+                version_policy).model_config_list.config[0]
+        self.model_config_file_poll_wait_seconds = wait
         self.host = host
         self.poll_interval = poll_interval
         self._requested_ports = (port, rest_api_port)
         self._max_workers = max_workers
-        self._core = _ModelCore(model_name, self.model_base_path, version_policy,
-                                max_batch_size, value_range)
+        self._core = _ModelCore(model, max_batch_size, value_range)
         self._grpc_server: grpc.Server | None = None
         self._rest_server: _RestServer | None = None
         self._threads: list[threading.Thread] = []
@@ -673,7 +728,23 @@ class ModelServer:
 
     def __repr__(self) -> str:
         state = f"gRPC {self.grpc_address}" if self.running else "stopped"
-        return f"ModelServer({self.model_name!r} from {self.model_base_path}, {state})"
+        return (f"ModelServer({self.model_name!r} from {self.model_base_path}, "
+                f"{self.version_policy}, {state})")
+
+    @property
+    def model_name(self) -> str:
+        """The name clients ask for (from the model config file, if one is used)."""
+        return self._core.model_name
+
+    @property
+    def model_base_path(self) -> Path:
+        """The folder holding the version folders (absolute)."""
+        return self._core.base_path
+
+    @property
+    def version_policy(self) -> str:
+        """Which versions are served, in words: ``the latest version only``, ``all versions``..."""
+        return self._core.policy_description
 
     @property
     def running(self) -> bool:
@@ -762,8 +833,9 @@ class ModelServer:
         except BaseException:
             self.stop()
             raise
-        log.info("serving %s versions %s from %s: gRPC %s, REST %s", self.model_name,
-                 self.versions(), self.model_base_path, self.grpc_address, self.rest_url or "off")
+        log.info("serving %s versions %s (policy: %s) from %s: gRPC %s, REST %s", self.model_name,
+                 self.versions(), self.version_policy, self.model_base_path, self.grpc_address,
+                 self.rest_url or "off")
         return self
 
     def _spawn(self, name: str, target: Any) -> None:
@@ -772,11 +844,40 @@ class ModelServer:
         self._threads.append(thread)
 
     def _watch(self) -> None:
-        while not self._stopping.wait(self.poll_interval):
+        wait = self.model_config_file_poll_wait_seconds
+        next_config_read = time.monotonic() + wait
+        while not self._stopping.wait(min(self.poll_interval, wait) if wait else self.poll_interval):
+            if self.model_config_file is not None and wait and time.monotonic() >= next_config_read:
+                next_config_read = time.monotonic() + wait
+                self.reload_config()
             try:
                 self._core.poll()
             except Exception:  # e.g. the folder was briefly unreadable: try again next time
                 log.exception("polling %s failed", self.model_base_path)
+
+    def reload_config(self) -> bool:
+        """Read ``model_config_file`` again; apply it if it changed. True if the config changed.
+
+        As TF Serving's ``--model_config_file_poll_wait_seconds``: a file that cannot be
+        read or is not valid is logged, and the server keeps serving the previous config.
+        """
+        if self.model_config_file is None:
+            return False
+        try:
+            text = self.model_config_file.read_text(encoding="utf-8")
+            if text == self._config_text:
+                return False
+            model = serving_config.parse_model_config(text, str(self.model_config_file))
+        except (OSError, UnicodeDecodeError, ModelConfigError) as error:
+            log.error("Failed to read ModelServerConfig file: %s; still serving %s (%s)",
+                      error, self.model_name, self.version_policy)
+            return False
+        self._config_text = text
+        self._core.configure(model)
+        log.info("reloaded %s: serving %s from %s", self.model_config_file, self.version_policy,
+                 self.model_base_path)
+        self._core.poll()
+        return True
 
     def poll(self) -> list[int]:
         """Look for new or removed versions now, instead of waiting for the watcher; return versions()."""
@@ -790,6 +891,9 @@ class ModelServer:
             if time.monotonic() > deadline:
                 failed = self._core.failed.get(version)
                 reason = f": loading failed with {failed[1]}" if failed else ""
+                if not failed and version in _version_folders(self.model_base_path):
+                    reason = (f": the version policy serves {self.version_policy} (use "
+                              "version_policy='all', or a model config file that says so)")
                 raise TimeoutError(f"version {version} of {self.model_name} was not served within "
                                    f"{timeout:g} s (serving {self.versions()}){reason}")
             time.sleep(min(0.05, self.poll_interval))

@@ -34,7 +34,7 @@ PYTHON = sys.executable
 
 @pytest.fixture(scope="module")
 def server(export_dir):
-    with ModelServer(export_dir / "mnist") as running:
+    with ModelServer(export_dir / "mnist", version_policy="all") as running:  # v1 too, for pinned clients
         yield running
 
 
@@ -241,3 +241,23 @@ def test_serve_cli_bad_base_path(tmp_path):
                  "--port", "0")
     assert result.returncode == 2
     assert "error: model_base_path" in result.stderr and "does not exist" in result.stderr
+
+
+def test_serve_cli_explains_a_bad_model_config_file_without_a_traceback(tmp_path):
+    config = tmp_path / "models.config"
+    config.write_text("model_config_list { config { name: 'mnist' base_pth: '/outputs/x' } }")
+    started = time.monotonic()
+    result = run("-m", "mnist_lib.serve", "--port", "0", "--model_config_file", str(config))
+    assert result.returncode == 2
+    assert f"error: {config} is not a valid ModelServerConfig" in result.stderr
+    assert 'no field named "base_pth"' in result.stderr and "model_version_policy { all {} }" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert time.monotonic() - started < 30  # refused before importing TensorFlow
+    two = tmp_path / "two.config"
+    two.write_text("model_config_list { config { name: 'a' base_path: '/m/a' model_platform: 'tensorflow' } "
+                   "config { name: 'b' base_path: '/m/b' model_platform: 'tensorflow' } }")
+    result = run("-m", "mnist_lib.serve", "--port", "0", "--model_config_file", str(two))
+    assert result.returncode == 2 and "lists 2 models ('a', 'b')" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = run("-m", "mnist_lib.serve", "--port", "0")
+    assert result.returncode == 2 and "--model_base_path" in result.stderr and "--model_config_file" in result.stderr

@@ -23,7 +23,9 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from mnist_lib import manifests
 from mnist_lib.serving import ModelServer
+from mnist_lib.serving_config import ModelConfigError, model_server_config, to_text, version_policy
 from serving_support import export_dir, export_tiny  # noqa: F401 (export_dir is a fixture)
 
 MAX_BATCH = 64
@@ -31,7 +33,8 @@ MAX_BATCH = 64
 
 @pytest.fixture(scope="module")
 def server(export_dir):
-    with ModelServer(export_dir / "mnist", max_batch_size=MAX_BATCH) as running:
+    # Both versions (model_version_policy { all {} }): most tests below ask for version 1.
+    with ModelServer(export_dir / "mnist", version_policy="all", max_batch_size=MAX_BATCH) as running:
         yield running
     assert not running.running
 
@@ -138,6 +141,7 @@ def test_model_status_lists_available_versions(model_stub):
 
 
 def test_hot_loads_a_version_written_while_serving(tmp_path):
+    """TF Serving's default policy: the new version replaces the old one, which ends (state END)."""
     export_tiny(tmp_path, seed=1, version=1)
     with ModelServer(tmp_path / "mnist", poll_interval=0.1, rest_api_port=None) as server, \
             grpc.insecure_channel(server.grpc_address) as chan:
@@ -154,12 +158,144 @@ def test_hot_loads_a_version_written_while_serving(tmp_path):
         assert response.model_spec.version.value == 2
         np.testing.assert_array_equal(tf.make_ndarray(response.outputs["probabilities"]),
                                       reference(tmp_path, 2, x)[0])
-        assert server.versions() == [1, 2]
-
-
-def test_latest_policy_serves_only_the_highest_version(export_dir):
-    with ModelServer(export_dir / "mnist", version_policy="latest", rest_api_port=None) as server:
         assert server.versions() == [2]
+        request = get_model_status_pb2.GetModelStatusRequest()
+        request.model_spec.name = "mnist"
+        statuses = model_service_pb2_grpc.ModelServiceStub(chan).GetModelStatus(request).model_version_status
+        State = get_model_status_pb2.ModelVersionStatus
+        assert [(s.version, s.state, s.status.error_code) for s in statuses] == [
+            (2, State.AVAILABLE, 0), (1, State.END, 0)]
+
+
+def _not_served(stub, version):
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Predict(predict_request(images(1), version=version), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    return caught.value.details()
+
+
+def test_by_default_only_the_latest_version_is_served_as_tf_serving_does(export_dir):
+    with ModelServer(export_dir / "mnist") as server, grpc.insecure_channel(server.grpc_address) as chan:
+        assert server.versions() == [2] and server.version_policy == "the latest version only"
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(chan)
+        assert stub.Predict(predict_request(images(1)), timeout=10).model_spec.version.value == 2
+        # Version 1 is on disk, but not served: TF Serving's own NOT_FOUND.
+        assert _not_served(stub, 1) == "Servable not found for request: Specific(mnist, 1)"
+        status = get_model_status_pb2.GetModelStatusRequest()
+        status.model_spec.name = "mnist"
+        status.model_spec.version.value = 1
+        with pytest.raises(grpc.RpcError, match="Could not find version 1 of model mnist"):
+            model_service_pb2_grpc.ModelServiceStub(chan).GetModelStatus(status, timeout=10)
+        response = requests.post(f"{server.rest_url}/versions/1:predict",
+                                 json={"instances": images(1).tolist()}, timeout=10)
+        assert response.status_code == 404
+        assert response.json() == {"error": "Servable not found for request: Specific(mnist, 1)"}
+        with pytest.raises(TimeoutError, match="the version policy serves the latest version only"):
+            server.wait_for_version(1, timeout=0.2)
+
+
+def _config_file(tmp_path, text, name="models.config"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("policy, served", [
+    ("all", [1, 2]),
+    ([1], [1]),
+    ("latest", [2]),
+    (version_policy("latest", num_versions=2), [1, 2]),
+])
+def test_model_config_file_chooses_the_versions(tmp_path, export_dir, policy, served):
+    """The same ModelServerConfig text file TF Serving reads (--model_config_file)."""
+    config = _config_file(tmp_path, to_text(model_server_config("mnist", export_dir / "mnist", policy)))
+    with ModelServer(model_config_file=config, rest_api_port=None) as server, \
+            grpc.insecure_channel(server.grpc_address) as chan:
+        assert server.versions() == served
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(chan)
+        for version in served:
+            assert stub.Predict(predict_request(images(1), version=version),
+                                timeout=10).model_spec.version.value == version
+        for version in {1, 2} - set(served):
+            assert _not_served(stub, version) == f"Servable not found for request: Specific(mnist, {version})"
+        # A request naming no version gets the highest one served.
+        assert stub.Predict(predict_request(images(1)), timeout=10).model_spec.version.value == max(served)
+
+
+def test_python_api_policies(export_dir):
+    with ModelServer(export_dir / "mnist", version_policy=[1], rest_api_port=None) as server:
+        assert server.versions() == [1] and server.version_policy == "specific versions [1]"
+    for wrong in ("newest", [], ["1"], 3):
+        with pytest.raises(ModelConfigError, match="version"):
+            ModelServer(export_dir / "mnist", version_policy=wrong)
+    with pytest.raises(ValueError, match="not both"):
+        ModelServer(export_dir / "mnist", model_config_file=export_dir / "models.config")
+    with pytest.raises(ValueError, match="model_base_path"):
+        ModelServer()
+
+
+def test_the_manifests_config_map_is_read_as_tf_serving_would(tmp_path, export_dir):
+    """model_server()'s ConfigMap text, with the volume's path replaced by this machine's."""
+    config_map = manifests.model_server(model_base_path="/outputs/serving/mnist")[0]
+    text = config_map["data"][manifests.SERVING_CONFIG_FILE]
+    config = _config_file(tmp_path, text.replace("/outputs/serving/mnist", str(export_dir / "mnist")))
+    with ModelServer(model_config_file=config, rest_api_port=None) as server:
+        assert server.versions() == [1, 2] and server.version_policy == "all versions"
+
+
+BASE = 'base_path: "{base}" model_platform: "tensorflow"'
+BAD_CONFIGS = {
+    "not a proto": ("model_config_list { config { name: 'mnist' ", "not a valid ModelServerConfig"),
+    "misspelt field": ("model_config_list { config { name: 'mnist' base_pth: '/x' } }",
+                       'at line 1, column 44: Message type "tensorflow.serving.ModelConfig" has no field '
+                       'named "base_pth"'),
+    "empty": ("", "configures no model"),
+    "two models": ("model_config_list { config { name: 'a' " + BASE + " } config { name: 'b' " + BASE + " } }",
+                   "lists 2 models ('a', 'b'): the course's stand-in server serves one model"),
+    "no name": ("model_config_list { config { " + BASE + " } }", "has no name"),
+    "no base path": ("model_config_list { config { name: 'mnist' model_platform: 'tensorflow' } }",
+                     "has no base_path"),
+    "no platform": ("model_config_list { config { name: 'mnist' base_path: '{base}' } }",
+                    'Illegal setting neither ModelServerConfig::model_type (deprecated) nor '
+                    'ModelServerConfig::model_platform.'),
+    "labels": ("model_config_list { config { name: 'mnist' " + BASE +
+               " version_labels { key: 'stable' value: 1 } } }", "does not support labels"),
+    "empty specific": ("model_config_list { config { name: 'mnist' " + BASE +
+                       " model_version_policy { specific { } } } }", "lists no versions"),
+    "custom config": ("custom_model_config { }", "custom_model_config"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CONFIGS))
+def test_bad_model_config_files_say_what_to_fix(tmp_path, export_dir, case):
+    text, message = BAD_CONFIGS[case]
+    config = _config_file(tmp_path, text.replace("{base}", str(export_dir / "mnist")))
+    with pytest.raises(ModelConfigError) as caught:
+        ModelServer(model_config_file=config)
+    assert message in str(caught.value)
+    assert str(config) in str(caught.value)  # which file
+    with pytest.raises(ModelConfigError, match="no such file"):
+        ModelServer(model_config_file=tmp_path / "missing.config")
+
+
+def test_a_changed_config_file_is_applied_while_serving(tmp_path, export_dir):
+    """--model_config_file_poll_wait_seconds: edit the file (a ConfigMap update), the versions follow."""
+    base = export_dir / "mnist"
+    config = _config_file(tmp_path, to_text(model_server_config("mnist", base, "latest")))
+    with ModelServer(model_config_file=config, model_config_file_poll_wait_seconds=0.1,
+                     poll_interval=0.1, rest_api_port=None) as server:
+        assert server.versions() == [2]
+        config.write_text(to_text(model_server_config("mnist", base, "all")))
+        server.wait_for_version(1, timeout=30)
+        assert server.versions() == [1, 2]
+        config.write_text("model_config_list { config { name: 'mnist' base_pth: 'oops' } }")
+        time.sleep(0.5)  # a broken file is logged, and the server keeps its previous config
+        assert server.versions() == [1, 2] and server.version_policy == "all versions"
+        config.write_text(to_text(model_server_config("mnist", base, [1])))
+        deadline = time.monotonic() + 30
+        while server.versions() != [1] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.versions() == [1]
 
 
 def test_ignores_incomplete_and_broken_versions(tmp_path):
@@ -168,7 +304,9 @@ def test_ignores_incomplete_and_broken_versions(tmp_path):
     (tmp_path / "mnist" / "7").mkdir()
     (tmp_path / "mnist" / "7" / "saved_model.pb").write_bytes(b"not a model")
     (tmp_path / "mnist" / "notes").mkdir()
-    with ModelServer(tmp_path / "mnist", rest_api_port=None) as server, \
+    with ModelServer(tmp_path / "mnist", version_policy="latest", rest_api_port=None) as latest:
+        assert latest.versions() == []  # TF Serving too: the latest (7) is broken, 1 is not aspired
+    with ModelServer(tmp_path / "mnist", version_policy="all", rest_api_port=None) as server, \
             grpc.insecure_channel(server.grpc_address) as chan:
         assert server.versions() == [1]
         request = get_model_status_pb2.GetModelStatusRequest()

@@ -1,0 +1,196 @@
+"""What a run writes, defined once, and how to read it back or write it, through any backend.
+
+Every run has its own folder on the shared volume, ``/outputs/<run-name>/``::
+
+    checkpoints/           TensorFlow checkpoints, one per epoch (a restart resumes from the latest)
+    checkpoints/history.json   one object per finished epoch (loss, accuracy, val_*, seconds)
+    checkpoints/result.json    written at the end: test accuracy, export path, config, timings
+    logs/train/, logs/validation/   TensorBoard event files (epoch_loss, epoch_accuracy)
+    export/<model>/<version>/       the SavedModel for TF Serving
+
+and ``/outputs/serving/<model>/<version>/`` is what the model server serves
+(chapter 06 puts version 1 there, chapter 07 promotes the best trial into it).
+
+Pods see the volume at ``/outputs``. This notebook sees its own output folder
+(``MNIST_OUTPUT_DIR``, default ``outputs/``): on the local backend it *is* the volume;
+on a cluster it holds copies the backend brings over (:meth:`Backend.pull`, changed
+files only). So every reader here pulls first, then reads a local file, and the
+same cell works on a laptop, on a shared cluster and in a workshop room.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterable
+
+from mnist_lib import paths
+from mnist_lib.paths import OUTPUT_MOUNT
+
+CHECKPOINTS, LOGS, EXPORT = "checkpoints", "logs", "export"
+HISTORY_FILE, RESULT_FILE = "history.json", "result.json"
+SERVING = "serving"
+DEFAULT_MODEL = "mnist"
+
+
+# -- the layout -----------------------------------------------------------------------
+
+def run_dir(run: str, root: Path | str | None = None) -> Path:
+    """``<root>/<run>``; ``root`` defaults to this machine's output folder (``/outputs`` for pods)."""
+    return Path(root if root is not None else paths.output_dir()) / run
+
+
+def folders(run: str, root: Path | str | None = None) -> dict[str, Path]:
+    """The three folders a run is given: ``{"model_dir": ..., "log_dir": ..., "export_dir": ...}``."""
+    base = run_dir(run, root)
+    return {"model_dir": base / CHECKPOINTS, "log_dir": base / LOGS, "export_dir": base / EXPORT}
+
+
+def on_volume(run: str, *parts: str) -> str:
+    """``/outputs/<run>/<parts...>``: where pods find it."""
+    return str(PurePosixPath(OUTPUT_MOUNT, run, *parts))
+
+
+def serving_base(model_name: str = DEFAULT_MODEL) -> str:
+    """``/outputs/serving/<model>``: the model server's ``model_base_path``."""
+    return on_volume(SERVING, model_name)
+
+
+def version_numbers(base: Path | str) -> list[int]:
+    """The numbered version folders of a model base on this machine, sorted: ``[1, 2]``."""
+    base = Path(base)
+    return sorted(int(p.name) for p in base.iterdir() if p.name.isdigit() and p.is_dir()) if base.is_dir() else []
+
+
+def latest_version(base: Path | str) -> Path | None:
+    """The highest version folder under ``base`` (what TF Serving serves by default), or None."""
+    numbers = version_numbers(base)
+    return Path(base) / str(numbers[-1]) if numbers else None
+
+
+def load_json(path: Path | str) -> Any:
+    """A JSON file of this machine, or None if there is none."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def load_history(model_dir: Path | str) -> list[dict[str, float]]:
+    """``history.json`` in a folder of this machine (what training reads when it resumes); ``[]`` if none."""
+    return load_json(Path(model_dir) / HISTORY_FILE) or []
+
+
+def load_result(model_dir: Path | str) -> dict[str, Any] | None:
+    """``result.json`` in a folder of this machine, or None."""
+    return load_json(Path(model_dir) / RESULT_FILE)
+
+
+# -- through a backend -----------------------------------------------------------------
+
+def _backend(backend: Any) -> Any:
+    """A backend, its name, or None for :func:`mnist_lib.cluster.get_backend`'s choice."""
+    from mnist_lib import cluster
+
+    return cluster.get_backend(backend) if backend is None or isinstance(backend, str) else backend
+
+
+def pull(*volume_paths: str, backend: Any = None) -> list[Path]:
+    """Bring these ``/outputs/...`` paths here, in one transfer; those missing on the volume are left out."""
+    return _backend(backend).pull(*volume_paths, missing_ok=True)
+
+
+def read_result(model_dir: Path | str, backend: Any = None) -> dict[str, Any] | None:
+    """A finished run's ``result.json`` (``model_dir`` as a pod or this machine names it), or None."""
+    local = pull(f"{paths.on_volume(model_dir)}/{RESULT_FILE}", backend=backend)
+    return load_json(local[0]) if local else None  # (the pulled file itself, not its folder)
+
+
+def read_history(model_dir: Path | str, backend: Any = None) -> list[dict[str, float]]:
+    """The epochs a run has finished so far (``history.json``); ``[]`` before the first one."""
+    local = pull(f"{paths.on_volume(model_dir)}/{HISTORY_FILE}", backend=backend)
+    return (load_json(local[0]) or []) if local else []
+
+
+def result(run: str, backend: Any = None) -> dict[str, Any] | None:
+    """``result.json`` of run ``run``, or None if it has not finished."""
+    return read_result(on_volume(run, CHECKPOINTS), backend)
+
+
+def finished(run: str, backend: Any = None) -> bool:
+    """Has ``run`` written its ``result.json``?"""
+    return result(run, backend) is not None
+
+
+def scalars(run: str, backend: Any = None) -> dict[str, list[tuple[int, float]]]:
+    """``{"validation/epoch_accuracy": [(epoch, value), ...], ...}`` from run ``run``'s event files."""
+    return scalars_of([run], backend)[run]
+
+
+def scalars_of(runs: Iterable[str], backend: Any = None) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """:func:`scalars` of several runs, brought over in one transfer (a sweep's live plot)."""
+    from mnist_lib.tensorboard import read_scalars
+
+    runs = list(runs)
+    pull(*(on_volume(run, LOGS) for run in runs), backend=backend)
+    return {run: read_scalars(run_dir(run) / LOGS) for run in runs}
+
+
+def local_copy(volume_path: str, backend: Any = None) -> Path:
+    """This machine's copy of a file or folder on the volume, brought up to date (NotFoundError if none)."""
+    return _backend(backend).pull(volume_path)[0]
+
+
+def versions(base: str, backend: Any = None) -> list[int]:
+    """The version numbers under a model base on the volume, e.g. ``versions(serving_base())``."""
+    local = pull(base, backend=backend)
+    return version_numbers(local[0]) if local else []
+
+
+def latest_export(run: str, model_name: str = DEFAULT_MODEL, backend: Any = None) -> str | None:
+    """``/outputs/<run>/export/<model>/<n>`` of the newest version a run exported, or None."""
+    numbers = versions(on_volume(run, EXPORT, model_name), backend)
+    return on_volume(run, EXPORT, model_name, str(numbers[-1])) if numbers else None
+
+
+def clear(run: str, backend: Any = None) -> None:
+    """Delete everything run ``run`` wrote, on the volume and here: the next run starts from scratch."""
+    _backend(backend).remove_outputs([on_volume(run)])
+    from mnist_lib.cluster.volume_agent import remove
+
+    remove([str(run_dir(run))])  # this machine's copy (on the local backend, the same folder)
+
+
+def publish(run: str, backend: Any = None) -> bool:
+    """Put a run trained in this notebook (chapter 01) on the volume, if the volume lacks it.
+
+    A run trained in this kernel lives in this machine's output folder; on a cluster
+    the pods (TensorBoard, the model server) see only the volume. True if copied.
+    """
+    backend = _backend(backend)
+    local = run_dir(run)
+    if not (local / CHECKPOINTS / RESULT_FILE).is_file() or finished(run, backend):
+        return False
+    backend.put(local, on_volume(run))
+    return True
+
+
+def put_version(source: Path | str, base: str, version: int | None = None, backend: Any = None) -> str:
+    """Copy a SavedModel to the model base ``base`` on the volume; return its version folder there.
+
+    ``source``: a folder of this machine, or a folder on the volume (``/outputs/...``,
+    copied on the volume itself). ``version``: the number to give it, replacing that
+    version if it exists; default: one more than the highest there (a promotion).
+    Either way it is staged and renamed into place, so a server watching ``base``
+    never loads half a model.
+    """
+    backend = _backend(backend)
+    on_the_volume = PurePosixPath(str(source)).is_relative_to(OUTPUT_MOUNT) and \
+        not Path(source).resolve().is_relative_to(paths.output_dir().resolve())
+    if on_the_volume:
+        if version is not None:
+            raise ValueError("put_version: a version number is only for a folder of this machine")
+        return backend.copy_version(str(source), base)
+    if not (Path(source) / "saved_model.pb").is_file():
+        raise FileNotFoundError(f"{source} is not a SavedModel (no saved_model.pb)")
+    if version is None:
+        return backend.put(Path(source), base, version=True)
+    return backend.put(Path(source), f"{base}/{version}")

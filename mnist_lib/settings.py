@@ -1,0 +1,125 @@
+"""Where the course runs: the settings a learner (or an instructor) changes with environment variables.
+
+One module reads them, so every object of the course takes the same values:
+
+- ``MNIST_NAMESPACE``: the Kubernetes namespace of your jobs, servers and volume
+  (default ``mnist``). In a workshop each attendee has their own.
+- ``MNIST_IMAGE``: the course image the pods run (default ``mnist-course:latest``,
+  what chapter 02 builds and loads into kind). On a shared cluster, the image you
+  pushed to a registry the cluster can pull from, e.g. ``registry.example.com/you/mnist-course:1``.
+- ``MNIST_IMAGE_PULL_SECRETS``: comma-separated Secret names for a private registry
+  (``kubectl create secret docker-registry ...``); none by default.
+- ``MNIST_STORAGE_CLASS``: the StorageClass of the shared volume claim (default: the
+  cluster's default class). ``kubectl get storageclass`` lists them.
+- ``MNIST_ACCESS_MODE``: ``ReadWriteOnce`` (default: every pod on one node) or
+  ``ReadWriteMany`` (pods on several nodes; needs a class that offers it: NFS, CephFS,
+  Filestore, EFS...).
+- ``MNIST_SERVING_IMAGE``: the model server's image (default: the official TF Serving).
+
+Values are read when asked for, not at import, so a notebook that sets
+``os.environ[...]`` before its first job sees its own values. A bad value fails
+here, naming the variable, before anything is sent to a cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+NAMESPACE_ENV = "MNIST_NAMESPACE"
+IMAGE_ENV = "MNIST_IMAGE"
+PULL_SECRETS_ENV = "MNIST_IMAGE_PULL_SECRETS"
+STORAGE_CLASS_ENV = "MNIST_STORAGE_CLASS"
+ACCESS_MODE_ENV = "MNIST_ACCESS_MODE"
+SERVING_IMAGE_ENV = "MNIST_SERVING_IMAGE"
+
+DEFAULT_NAMESPACE = "mnist"
+DEFAULT_IMAGE = "mnist-course:latest"  # the course image (Dockerfile), loaded into the cluster
+SERVING_IMAGE = "tensorflow/serving:2.20.0"  # the official TF Serving image, newest release
+ACCESS_MODES = ("ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod")
+DEFAULT_ACCESS_MODE = "ReadWriteOnce"
+
+MAX_NAME = 63
+_DNS_1123 = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+
+
+class SettingsError(ValueError):
+    """An environment variable of the course has a value Kubernetes would refuse."""
+
+
+def _env(name: str) -> str:
+    return os.environ.get(name, "").strip()
+
+
+def check_dns_label(value: str, what: str) -> str:
+    """``value`` if it is a DNS-1123 label (namespaces, Secret and StorageClass names)."""
+    if not isinstance(value, str) or len(value) > MAX_NAME or not _DNS_1123.fullmatch(value):
+        raise SettingsError(f"{what} {value!r} is not a valid Kubernetes name: use at most {MAX_NAME} "
+                            "lowercase letters, digits and '-', starting and ending with a letter or digit.")
+    return value
+
+
+def check_image(image: str, what: str = "image") -> str:
+    """``image`` if it looks like a container image reference (no spaces, not empty)."""
+    if not isinstance(image, str) or not image or any(c.isspace() for c in image):
+        raise SettingsError(f"{what} {image!r} is not a container image reference "
+                            f"(e.g. {DEFAULT_IMAGE!r} or 'registry.example.com/you/mnist-course:1').")
+    return image
+
+
+def namespace() -> str:
+    """The namespace of every object the course creates: ``$MNIST_NAMESPACE`` or ``mnist``."""
+    return check_dns_label(_env(NAMESPACE_ENV) or DEFAULT_NAMESPACE, NAMESPACE_ENV)
+
+
+def image() -> str:
+    """The course image every training pod, TensorBoard and the volume helper run."""
+    return check_image(_env(IMAGE_ENV) or DEFAULT_IMAGE, IMAGE_ENV)
+
+
+def image_pull_secrets() -> list[str]:
+    """Names of the Secrets a pod uses to pull from a private registry (none by default)."""
+    names = [n.strip() for n in _env(PULL_SECRETS_ENV).split(",") if n.strip()]
+    return [check_dns_label(n, f"{PULL_SECRETS_ENV} entry") for n in names]
+
+
+def storage_class() -> str | None:
+    """The shared claim's StorageClass, or None for the cluster's default class."""
+    name = _env(STORAGE_CLASS_ENV)
+    return check_dns_label(name, STORAGE_CLASS_ENV) if name else None
+
+
+def access_mode() -> str:
+    """How the shared volume may be mounted: ReadWriteOnce (one node) or ReadWriteMany (several)."""
+    mode = _env(ACCESS_MODE_ENV) or DEFAULT_ACCESS_MODE
+    if mode not in ACCESS_MODES:
+        raise SettingsError(f"{ACCESS_MODE_ENV}={mode!r} is not an access mode: use one of "
+                            f"{', '.join(ACCESS_MODES)} (ReadWriteMany for pods on several nodes).")
+    return mode
+
+
+def serving_image() -> str:
+    """The model server's image: ``$MNIST_SERVING_IMAGE`` if set, else the official TF Serving image.
+
+    Why an override: a cluster that cannot pull ``tensorflow/serving`` (no route to
+    Docker Hub, an air-gapped CI machine, the course's own test cluster) can still
+    serve, with ``MNIST_SERVING_IMAGE=mnist-course:latest``: the course image then
+    runs the course's stand-in server, ``python -m mnist_lib.serve`` (same flags, same
+    gRPC and REST APIs), not the real ``tensorflow_model_server``.
+    """
+    return check_image(_env(SERVING_IMAGE_ENV) or SERVING_IMAGE, SERVING_IMAGE_ENV)
+
+
+def in_use() -> list[tuple[str, str, str]]:
+    """``[(variable, value, where it comes from)]`` for chapter 00's table."""
+    def row(env: str, value: str, default: str) -> tuple[str, str, str]:
+        return env, value, "set" if _env(env) else default
+
+    return [
+        row(NAMESPACE_ENV, namespace(), "default"),
+        row(IMAGE_ENV, image(), "default"),
+        row(PULL_SECRETS_ENV, ", ".join(image_pull_secrets()) or "(none)", "default"),
+        row(STORAGE_CLASS_ENV, storage_class() or "(the cluster's default class)", "default"),
+        row(ACCESS_MODE_ENV, access_mode(), "default"),
+        row(SERVING_IMAGE_ENV, serving_image(), "default: the official TF Serving image"),
+    ]
