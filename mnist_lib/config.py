@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from mnist_lib import paths
+from mnist_lib import paths, runs
 
 ARCHITECTURES = ("cnn", "mlp")
 MAX_HIDDEN_LAYERS = 8
@@ -40,9 +40,9 @@ class TrainConfig:
     epochs: int = 3
     batch_size: int = 128
     seed: int = 42
-    model_dir: Path = field(default_factory=lambda: paths.output_dir() / "checkpoints")
-    log_dir: Path = field(default_factory=lambda: paths.output_dir() / "logs")
-    export_dir: Path = field(default_factory=lambda: paths.output_dir() / "export")
+    model_dir: Path = field(default_factory=lambda: paths.output_dir() / runs.CHECKPOINTS)
+    log_dir: Path = field(default_factory=lambda: paths.output_dir() / runs.LOGS)
+    export_dir: Path = field(default_factory=lambda: paths.output_dir() / runs.EXPORT)
     model_name: str = "mnist"
     # Train on the first N training images only (0 = all 55,000). For quick demos and tests.
     train_limit: int = 0
@@ -61,9 +61,7 @@ class TrainConfig:
         never overwrite each other's checkpoints or exports (the 2018 sweep exported
         all nine trials into one folder).
         """
-        run_dir = Path(root if root is not None else paths.output_dir()) / run_name
-        return cls(**hyperparameters, model_dir=run_dir / "checkpoints",
-                   log_dir=run_dir / "logs", export_dir=run_dir / "export")
+        return cls(**hyperparameters, **runs.folders(run_name, root))
 
     # -- validation ------------------------------------------------------
     def validate(self, check_paths: bool = True) -> "TrainConfig":

@@ -35,9 +35,8 @@ from pathlib import Path
 
 from mnist_lib import paths
 from mnist_lib.config import TrainConfig
+from mnist_lib.settings import DEFAULT_IMAGE  # the tag the chapters build and run
 
-#: The tag the chapters build and run.
-DEFAULT_IMAGE = "mnist-course:latest"
 #: The Dockerfile's default base, pulled from Docker Hub.
 OFFICIAL_BASE_IMAGE = "python:3.11-slim-bookworm"
 #: The stand-in that ``scripts/docker-base-image.sh`` makes on machines with no registry.

@@ -36,17 +36,16 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import yaml
 
-from mnist_lib import paths
+from mnist_lib import paths, settings
 from mnist_lib.config import TrainConfig
+from mnist_lib.paths import OUTPUT_MOUNT
+from mnist_lib.settings import DEFAULT_IMAGE, DEFAULT_NAMESPACE, SERVING_IMAGE, SERVING_IMAGE_ENV, serving_image
 from mnist_lib.tf_config import DEFAULT_PORT, indexed_job_worker_hosts
 
 # -- constants a learner (or a backend) may want ------------------------------
-OUTPUT_MOUNT = "/outputs"            # where every pod mounts the shared volume
-DEFAULT_NAMESPACE = "mnist"
-DEFAULT_IMAGE = "mnist-course:latest"  # the course image (Dockerfile), loaded into the cluster
+# OUTPUT_MOUNT (paths), DEFAULT_NAMESPACE, DEFAULT_IMAGE and SERVING_IMAGE (settings) are imported above.
 VOLUME_CLAIM = "mnist-outputs"
-SERVING_IMAGE = "tensorflow/serving:2.18.0"  # the official TF Serving image
-SERVING_IMAGE_ENV = "MNIST_SERVING_IMAGE"    # replaces it, e.g. on a cluster that cannot pull it
+VOLUME_HELPER = "mnist-volume"       # the pod through which a notebook reads the volume (cluster.volume)
 COURSE_SERVER = ["python", "-m", "mnist_lib.serve"]  # the same protocol, in the course image
 
 CONTAINER_NAME = "tensorflow"        # the training operator's default container name
@@ -120,7 +119,10 @@ def check_name(name: str, what: str = "name", longest_suffix: str = "") -> str:
     return name
 
 
-def _check_namespace(namespace: str) -> str:
+def _check_namespace(namespace: str | None) -> str | None:
+    """None means "no namespace in the object": it goes where the backend (or ``kubectl -n``) puts it."""
+    if namespace is None:
+        return None
     if not isinstance(namespace, str) or len(namespace) > MAX_NAME or not _DNS_1123.fullmatch(namespace):
         raise ManifestError(f"namespace {namespace!r} is not valid: use at most {MAX_NAME} lowercase "
                             "letters, digits and '-', starting and ending with a letter or digit.")
@@ -188,17 +190,20 @@ def labels(run: str, component: str) -> dict[str, str]:
     return {NAME_LABEL: APP_NAME, PART_OF_LABEL: COURSE_NAME, RUN_LABEL: run, COMPONENT_LABEL: component}
 
 
-def _metadata(name: str, namespace: str, component: str) -> dict[str, Any]:
-    return {"name": name, "namespace": namespace, "labels": labels(name, component)}
+def _metadata(name: str, namespace: str | None, component: str) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": name}
+    if namespace is not None:
+        metadata["namespace"] = namespace
+    return {**metadata, "labels": labels(name, component)}
 
 
-def _container(name: str, image: str, command: Sequence[str], args: Sequence[str],
+def _container(name: str, image: str | None, command: Sequence[str], args: Sequence[str],
                resources: Mapping[str, Any], ports: Sequence[Mapping[str, Any]] = (),
                env: Mapping[str, str] | None = None, read_only: bool = False,
                readiness: Mapping[str, Any] | None = None) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": name,
-        "image": _check_image(image),
+        "image": _check_image(settings.image() if image is None else image),
         # A local image loaded into kind has no registry to pull from; with a ":latest"
         # tag Kubernetes would default to "Always" and fail with ErrImagePull.
         "imagePullPolicy": "IfNotPresent",
@@ -238,6 +243,9 @@ def _pod_spec(containers: list[dict[str, Any]], restart_policy: str | None = Non
         "seccompProfile": {"type": "RuntimeDefault"},
     }
     spec["containers"] = containers
+    secrets = settings.image_pull_secrets()  # MNIST_IMAGE_PULL_SECRETS: a private registry's credentials
+    if secrets:
+        spec["imagePullSecrets"] = [{"name": secret} for secret in secrets]
     spec["volumes"] = [{"name": "outputs", "persistentVolumeClaim": {"claimName": VOLUME_CLAIM}}]
     return spec
 
@@ -274,15 +282,19 @@ def namespace(name: str = DEFAULT_NAMESPACE) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": meta}
 
 
-def volume_claim(size: str = "5Gi", access_mode: str = "ReadWriteOnce", storage_class: str | None = None,
-                 namespace: str = DEFAULT_NAMESPACE) -> dict[str, Any]:
+def volume_claim(size: str = "5Gi", access_mode: str | None = None, storage_class: str | None = None,
+                 namespace: str | None = None) -> dict[str, Any]:
     """The shared volume for checkpoints, TensorBoard logs and exported models.
 
+    ``access_mode`` and ``storage_class`` default to the settings ``MNIST_ACCESS_MODE``
+    (ReadWriteOnce) and ``MNIST_STORAGE_CLASS`` (none: the cluster's default class).
     ReadWriteOnce is what kind's default (local-path) storage offers: every pod on
     the one node can use it. On a cluster of several nodes use ReadWriteMany (NFS,
     CephFS, Filestore, EFS...), or workers on other nodes cannot mount it.
     """
-    modes = ("ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod")
+    access_mode = settings.access_mode() if access_mode is None else access_mode
+    storage_class = settings.storage_class() if storage_class is None else storage_class
+    modes = settings.ACCESS_MODES
     if access_mode not in modes:
         raise ManifestError(f"access_mode must be one of {modes}, got {access_mode!r}")
     if not isinstance(size, str) or not re.fullmatch(r"[1-9][0-9]*(Mi|Gi|Ti)", size):
@@ -294,10 +306,32 @@ def volume_claim(size: str = "5Gi", access_mode: str = "ReadWriteOnce", storage_
             "metadata": _metadata(VOLUME_CLAIM, _check_namespace(namespace), "storage"), "spec": spec}
 
 
+def volume_helper(image: str | None = None, namespace: str | None = None) -> dict[str, Any]:
+    """The pod through which a notebook reads and writes the shared volume it cannot mount.
+
+    It mounts the claim at ``/outputs`` and sleeps; the kubernetes backend execs
+    :mod:`mnist_lib.cluster.volume_agent` in it for each transfer (tar over the API
+    server, as ``kubectl cp`` does). One per namespace, reused by every notebook.
+    It ends itself after a working day (``activeDeadlineSeconds``) and is made
+    again on the next use, so a forgotten one does not hold the volume for ever.
+    """
+    # No CPU request: it sleeps between transfers, and a 2-CPU node must still fit a
+    # parameter-server job's four 500m pods beside it (a transfer uses the CPU left over).
+    container = _container(VOLUME_HELPER, image, ["sleep", "infinity"], [],
+                           {"requests": {"cpu": "0", "memory": "64Mi"},
+                            "limits": {"cpu": "1", "memory": "512Mi"}})
+    container["name"] = "helper"
+    spec = _pod_spec([container], restart_policy="Never")
+    spec["activeDeadlineSeconds"] = 10 * 3600
+    spec["terminationGracePeriodSeconds"] = 0  # sleep ignores SIGTERM: do not wait 30 s for it
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": _metadata(VOLUME_HELPER, _check_namespace(namespace), "volume-helper"), "spec": spec}
+
+
 # -- training -----------------------------------------------------------------------
 
-def training_job(name: str, config: TrainConfig, image: str = DEFAULT_IMAGE,
-                 namespace: str = DEFAULT_NAMESPACE,
+def training_job(name: str, config: TrainConfig, image: str | None = None,
+                 namespace: str | None = None,
                  resources: Mapping[str, Any] = TRAINING_RESOURCES) -> dict[str, Any]:
     """One training pod as a batch/v1 Job: the simplest way to train on a cluster."""
     check_name(name, "job name")
@@ -319,7 +353,7 @@ def training_job(name: str, config: TrainConfig, image: str = DEFAULT_IMAGE,
 
 
 def tfjob(name: str, config: TrainConfig, workers: int = 2, parameter_servers: int = 0,
-          image: str = DEFAULT_IMAGE, namespace: str = DEFAULT_NAMESPACE,
+          image: str | None = None, namespace: str | None = None,
           resources: Mapping[str, Any] = TRAINING_RESOURCES) -> dict[str, Any]:
     """A Kubeflow TFJob (kubeflow.org/v1): the operator sets TF_CONFIG in every pod.
 
@@ -334,7 +368,7 @@ def tfjob(name: str, config: TrainConfig, workers: int = 2, parameter_servers: i
     return _tfjob(name, config, workers, parameter_servers, image, _check_namespace(namespace), resources)
 
 
-def _tfjob(name: str | None, config: TrainConfig, workers: int, parameter_servers: int, image: str,
+def _tfjob(name: str | None, config: TrainConfig, workers: int, parameter_servers: int, image: str | None,
            namespace: str | None, resources: Mapping[str, Any], run: str | None = None) -> dict[str, Any]:
     """The TFJob without the checks (Katib's trial template has placeholders for values)."""
     run = run or name
@@ -368,15 +402,16 @@ def _tfjob(name: str | None, config: TrainConfig, workers: int, parameter_server
     }
 
 
-def indexed_job(name: str, config: TrainConfig, workers: int = 2, image: str = DEFAULT_IMAGE,
-                namespace: str = DEFAULT_NAMESPACE,
+def indexed_job(name: str, config: TrainConfig, workers: int = 2, image: str | None = None,
+                namespace: str | None = None,
                 resources: Mapping[str, Any] = TRAINING_RESOURCES) -> list[dict[str, Any]]:
     """Multi-worker training without the Kubeflow operator: ``[headless Service, Indexed Job]``.
 
     An Indexed Job gives each pod ``JOB_COMPLETION_INDEX`` (0, 1, ...) and the hostname
     ``<job>-<index>``; with the headless Service as its subdomain, each pod gets the DNS
-    name ``<job>-<index>.<service>.<namespace>.svc``. The Job lists those names once in
-    ``MNIST_WORKER_HOSTS`` and training derives TF_CONFIG from them
+    name ``<job>-<index>.<service>`` (in full ``<job>-<index>.<service>.<namespace>.svc``; the
+    short name resolves inside the namespace, so the Job runs unchanged in any namespace).
+    The Job lists those names once in ``MNIST_WORKER_HOSTS`` and training derives TF_CONFIG from them
     (:func:`mnist_lib.tf_config.indexed_job_tf_config`), as the operator would set it.
     """
     _check_count("workers", workers, 1, 64)
@@ -396,7 +431,7 @@ def indexed_job(name: str, config: TrainConfig, workers: int = 2, image: str = D
             "ports": [{"name": TF_PORT_NAME, "port": TF_PORT, "targetPort": TF_PORT}],
         },
     }
-    hosts = indexed_job_worker_hosts(name, name, namespace, workers, TF_PORT)
+    hosts = indexed_job_worker_hosts(name, name, workers, TF_PORT)
     container = _training_container(config, image, resources, env={"MNIST_WORKER_HOSTS": hosts})
     job = {
         "apiVersion": "batch/v1",
@@ -444,8 +479,8 @@ def _deployment_and_service(name: str, namespace: str, component: str, container
     return [deployment, service]
 
 
-def tensorboard(name: str = "tensorboard", log_dir: str = OUTPUT_MOUNT, image: str = DEFAULT_IMAGE,
-                namespace: str = DEFAULT_NAMESPACE,
+def tensorboard(name: str = "tensorboard", log_dir: str = OUTPUT_MOUNT, image: str | None = None,
+                namespace: str | None = None,
                 resources: Mapping[str, Any] = TENSORBOARD_RESOURCES) -> list[dict[str, Any]]:
     """TensorBoard over the shared volume: ``[Deployment, Service]`` on port 6006.
 
@@ -465,50 +500,79 @@ def tensorboard(name: str = "tensorboard", log_dir: str = OUTPUT_MOUNT, image: s
                                    [("http", TENSORBOARD_PORT)])
 
 
-def serving_image() -> str:
-    """The model server's image: ``$MNIST_SERVING_IMAGE`` if set, else the official TF Serving image.
+SERVING_CONFIG_DIR = "/etc/tensorflow-serving"  # where the serving pod mounts its ConfigMap
+SERVING_CONFIG_FILE = "models.config"            # the ModelServerConfig's key in it (and file name)
+SERVING_CONFIG_POLL_SECONDS = 30                 # TF Serving re-reads the file this often
 
-    Why an override: a cluster that cannot pull ``tensorflow/serving`` (no route to
-    Docker Hub, an air-gapped CI machine, the course's own test cluster) can still
-    serve, with ``MNIST_SERVING_IMAGE=mnist-course:latest``: the course image then
-    runs the course's stand-in server, ``python -m mnist_lib.serve`` (same flags, same
-    gRPC and REST APIs), not the real ``tensorflow_model_server``.
+
+class _TextFile(str):
+    """A file's text in a ConfigMap: rendered as a YAML block (``|``), readable in manifests/."""
+
+
+yaml.SafeDumper.add_representer(
+    _TextFile, lambda dumper, text: dumper.represent_scalar("tag:yaml.org,2002:str", str(text), style="|"))
+
+
+def model_server_config(model_name: str = "mnist", model_base_path: str | None = None,
+                        version_policy: Any = "all") -> str:
+    """TF Serving's model config file (a ``ModelServerConfig`` in text format) for one model.
+
+    ``version_policy``: ``"all"`` (every version under the base path: a client may ask
+    for an older one), ``"latest"`` (TF Serving's own default: only the highest), a
+    list of versions such as ``[1, 2]`` (``specific``), or a ``ServableVersionPolicy``
+    (:func:`mnist_lib.serving_config.version_policy`). Built with the official protos.
     """
-    import os
+    from mnist_lib import serving_config
 
-    return os.environ.get(SERVING_IMAGE_ENV, "").strip() or SERVING_IMAGE
+    base_path = _check_under_outputs("model_base_path",
+                                     model_base_path or f"{OUTPUT_MOUNT}/export/{model_name}")
+    try:
+        config = serving_config.model_server_config(model_name, base_path, version_policy)
+    except serving_config.ModelConfigError as error:
+        raise ManifestError(str(error)) from None
+    return serving_config.to_text(config)
 
 
 def model_server(name: str = "mnist-serving", model_name: str = "mnist", model_base_path: str | None = None,
                  image: str | None = None, command: Sequence[str] | None = None,
-                 namespace: str = DEFAULT_NAMESPACE,
-                 resources: Mapping[str, Any] = SERVING_RESOURCES) -> list[dict[str, Any]]:
-    """TF Serving over the shared volume: ``[Deployment, Service]``, gRPC 8500 and REST 8501.
+                 namespace: str | None = None,
+                 resources: Mapping[str, Any] = SERVING_RESOURCES,
+                 version_policy: Any = "all") -> list[dict[str, Any]]:
+    """TF Serving over the shared volume: ``[ConfigMap, Deployment, Service]``, gRPC 8500 and REST 8501.
 
-    It serves the highest numbered version under ``model_base_path`` (default
+    The ConfigMap ``<name>-config`` holds the model config file (:func:`model_server_config`),
+    mounted read-only at ``/etc/tensorflow-serving/models.config``; the server reads it
+    (``--model_config_file``) and again every 30 s, so a changed ConfigMap changes what is
+    served without a restart. It names the model, its ``model_base_path`` (default
     ``/outputs/export/<model_name>``; a run's own export is
-    ``f"{config.export_dir}/{config.model_name}"``). The command defaults to
-    ``tensorflow_model_server`` for the official image and to the course's
-    ``python -m mnist_lib.serve`` (same flags, same protocol) for any other image:
-    a cluster without a registry runs the course image. ``image`` defaults to
+    ``f"{config.export_dir}/{config.model_name}"``) and the ``version_policy``: by
+    default ``"all"``, every version found, so a client can ask for an older one (TF
+    Serving alone would serve only the latest); ``"latest"``, or a list such as ``[1, 2]``.
+    Apply the list in this order (the pod mounts the ConfigMap); delete it in reverse.
+
+    The command defaults to ``tensorflow_model_server`` for the official image and to
+    the course's ``python -m mnist_lib.serve`` (same flags, same protocol) for any other
+    image: a cluster without a registry runs the course image. ``image`` defaults to
     :func:`serving_image`: the official image unless ``MNIST_SERVING_IMAGE`` says otherwise.
     """
     image = serving_image() if image is None else image
-    check_name(name, "name")
+    config_name = f"{name}-config"
+    check_name(name, "name", longest_suffix="-config")
     if not isinstance(model_name, str) or not re.fullmatch(r"[a-z][a-z0-9-]{0,62}", model_name):
         raise ManifestError(f"model_name {model_name!r} is not valid: use lowercase letters, digits "
                             "and '-', starting with a letter (it is a folder and a URL).")
-    base_path = _check_under_outputs("model_base_path",
-                                     model_base_path or f"{OUTPUT_MOUNT}/export/{model_name}")
+    config_text = model_server_config(model_name, model_base_path, version_policy)
     if command is None:
         repository = _check_image(image).split("@")[0]
         if ":" in repository.rsplit("/", 1)[-1]:  # drop the tag, not a registry's port
             repository = repository.rsplit(":", 1)[0]
         official = repository.endswith("tensorflow/serving")
         command = ["tensorflow_model_server"] if official else COURSE_SERVER
-    # "--flag=value": tensorflow_model_server does not accept "--flag value".
+    # "--flag=value": tensorflow_model_server does not accept "--flag value". The config
+    # file replaces --model_name/--model_base_path (TF Serving ignores those beside it).
     args = [f"--port={SERVING_GRPC_PORT}", f"--rest_api_port={SERVING_REST_PORT}",
-            f"--model_name={model_name}", f"--model_base_path={base_path}"]
+            f"--model_config_file={SERVING_CONFIG_DIR}/{SERVING_CONFIG_FILE}",
+            f"--model_config_file_poll_wait_seconds={SERVING_CONFIG_POLL_SECONDS}"]
     if list(command) == COURSE_SERVER:
         # The course's server listens on 127.0.0.1 by default (safe on a laptop); in a
         # pod it must listen on the pod's address for the Service and the probe.
@@ -522,8 +586,21 @@ def model_server(name: str = "mnist-serving", model_name: str = "mnist", model_b
         readiness={"httpGet": {"path": f"/v1/models/{model_name}", "port": "http"},
                    "initialDelaySeconds": 5, "periodSeconds": 5},
     )
-    return _deployment_and_service(name, _check_namespace(namespace), "serving", container,
-                                   [("grpc", SERVING_GRPC_PORT), ("http", SERVING_REST_PORT)])
+    # The whole folder, not a subPath: a subPath mount never sees the ConfigMap change.
+    container["volumeMounts"].append({"name": "serving-config", "mountPath": SERVING_CONFIG_DIR,
+                                      "readOnly": True})
+    namespace = _check_namespace(namespace)
+    deployment, service = _deployment_and_service(name, namespace, "serving", container,
+                                                  [("grpc", SERVING_GRPC_PORT), ("http", SERVING_REST_PORT)])
+    deployment["spec"]["template"]["spec"]["volumes"].append(
+        {"name": "serving-config", "configMap": {"name": config_name}})
+    config_map = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(config_name, namespace, "serving"),
+        "data": {SERVING_CONFIG_FILE: _TextFile(config_text)},
+    }
+    return [config_map, deployment, service]
 
 
 # -- hyperparameter sweeps with Katib ----------------------------------------------------
@@ -533,7 +610,7 @@ def katib_experiment(name: str = "mnist-sweep", config: TrainConfig | None = Non
                      hidden_layers: Sequence[int] = (1, 2, 3), algorithm: str = "grid",
                      max_trials: int | None = None, parallel_trials: int = 2,
                      workers: int = 2, parameter_servers: int = 0, early_stopping: bool = True,
-                     image: str = DEFAULT_IMAGE, namespace: str = DEFAULT_NAMESPACE,
+                     image: str | None = None, namespace: str | None = None,
                      resources: Mapping[str, Any] = TRAINING_RESOURCES) -> dict[str, Any]:
     """A Katib Experiment (kubeflow.org/v1beta1) sweeping learning rate and hidden layers.
 
@@ -668,6 +745,11 @@ def _apply(filename: str, needs: str = "") -> str:
     return (needs + "\n" if needs else "") + first + f"Apply: kubectl apply -f manifests/{filename}"
 
 
+# The files carry the default namespace and image (not this machine's settings), so they are
+# the same everywhere; `kubectl apply -n <yours>` after editing the namespace moves them.
+NS = DEFAULT_NAMESPACE
+IN_NS = {"namespace": NS, "image": DEFAULT_IMAGE}
+
 FILES = (
     ManifestFile("kind-cluster.yaml", "A local Kubernetes cluster for the course (kind).",
                  "Create: kind create cluster --config manifests/kind-cluster.yaml\n"
@@ -675,27 +757,27 @@ FILES = (
                  lambda: [kind_cluster()]),
     ManifestFile("namespace.yaml", "The course's namespace and the shared volume mounted at /outputs.",
                  "Apply: kubectl apply -f manifests/namespace.yaml",
-                 lambda: [namespace(), volume_claim()]),
+                 lambda: [namespace(), volume_claim(namespace=NS)]),
     ManifestFile("job.yaml", "Train in one pod (a batch/v1 Job).", _apply("job.yaml"),
-                 lambda: [training_job("mnist-job", run_config("mnist-job"))]),
+                 lambda: [training_job("mnist-job", run_config("mnist-job"), **IN_NS)]),
     ManifestFile("tfjob-multi-worker.yaml", "Multi-worker training, TFJob with 2 workers.",
                  _apply("tfjob-multi-worker.yaml", "Needs the Kubeflow training operator v1.9."),
-                 lambda: [tfjob("mnist-multi-worker", run_config("mnist-multi-worker"))]),
+                 lambda: [tfjob("mnist-multi-worker", run_config("mnist-multi-worker"), **IN_NS)]),
     ManifestFile("tfjob-parameter-server.yaml", "Parameter-server training, TFJob Chief + 1 PS + 2 workers.",
                  _apply("tfjob-parameter-server.yaml", "Needs the Kubeflow training operator v1.9."),
-                 lambda: [tfjob("mnist-ps", run_config("mnist-ps"), parameter_servers=1)]),
+                 lambda: [tfjob("mnist-ps", run_config("mnist-ps"), parameter_servers=1, **IN_NS)]),
     ManifestFile("indexed-job.yaml", "Multi-worker training without the operator: Indexed Job + headless Service.",
                  _apply("indexed-job.yaml"),
-                 lambda: indexed_job("mnist-indexed", run_config("mnist-indexed"))),
+                 lambda: indexed_job("mnist-indexed", run_config("mnist-indexed"), **IN_NS)),
     ManifestFile("tensorboard.yaml", "TensorBoard over every run on the shared volume.",
                  _apply("tensorboard.yaml") + "\nOpen:  kubectl -n mnist port-forward service/tensorboard 6006",
-                 lambda: tensorboard()),
+                 lambda: tensorboard(**IN_NS)),
     ManifestFile("serving.yaml", "TF Serving for the model exported to /outputs/export/mnist.",
                  _apply("serving.yaml") + "\nOpen:  kubectl -n mnist port-forward service/mnist-serving 8500 8501",
-                 lambda: model_server(image=SERVING_IMAGE)),  # the official image, whatever the environment
+                 lambda: model_server(image=SERVING_IMAGE, namespace=NS)),  # the official image, whatever the environment
     ManifestFile("katib-experiment.yaml", "A Katib hyperparameter sweep: learning rate x hidden layers, TFJob trials.",
                  _apply("katib-experiment.yaml", "Needs Katib v0.19 and the Kubeflow training operator v1.9."),
-                 lambda: [katib_experiment()]),
+                 lambda: [katib_experiment(**IN_NS)]),
 )
 
 

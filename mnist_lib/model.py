@@ -15,6 +15,7 @@ from typing import Any
 import keras
 from keras import layers
 
+from mnist_lib import runs
 from mnist_lib.data import IMAGE_SIZE, NUM_CLASSES
 
 # The serving contract (TF Serving clients, chapter 06, the 2018 client's successor):
@@ -64,8 +65,7 @@ def build_model(architecture: str = "cnn", hidden_layers: int = 1, width: int = 
 
 def next_version(model_base_path: Path) -> int:
     """One more than the highest integer version folder in ``model_base_path`` (1 if none)."""
-    versions = [int(p.name) for p in Path(model_base_path).glob("*") if p.name.isdigit()]
-    return max(versions, default=0) + 1
+    return max(runs.version_numbers(model_base_path), default=0) + 1
 
 
 def export_for_serving(model: keras.Model, export_dir: Path | str, model_name: str = "mnist",

@@ -12,8 +12,9 @@ answer here. Two environment variables move things:
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
+OUTPUT_MOUNT = "/outputs"  # where every pod mounts the shared volume
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
@@ -41,6 +42,36 @@ def digits_dir() -> Path:
 def output_dir() -> Path:
     """The folder under which every run writes its checkpoints, logs and exports."""
     return Path(os.environ.get("MNIST_OUTPUT_DIR", COURSE_ROOT / "outputs"))
+
+
+def on_this_machine(volume_path: str | PurePosixPath) -> Path:
+    """Where this notebook keeps its copy of ``/outputs/...``: the same path under :func:`output_dir`.
+
+    Locally the two are the same files (the local backend mounts ``output_dir()`` as
+    ``/outputs``); on a cluster ``output_dir()`` holds what the backend brought over.
+    """
+    return output_dir() / volume_relative(volume_path)
+
+
+def on_volume(path: str | Path) -> str:
+    """``/outputs/<run>/...`` for a path under :func:`output_dir` (or already under ``/outputs``)."""
+    text = str(path)
+    if PurePosixPath(text).is_relative_to(OUTPUT_MOUNT):
+        return str(PurePosixPath(text))
+    local = Path(path).expanduser().resolve()
+    root = output_dir().resolve()
+    if not local.is_relative_to(root):
+        raise ValueError(f"{text!r} is neither under {OUTPUT_MOUNT} nor under the output folder {str(root)!r}")
+    inside = local.relative_to(root).as_posix()
+    return OUTPUT_MOUNT if inside == "." else f"{OUTPUT_MOUNT}/{inside}"
+
+
+def volume_relative(volume_path: str | PurePosixPath) -> str:
+    """``/outputs/a/b`` -> ``a/b`` (``.`` for the volume itself); refuses paths off the volume."""
+    posix = PurePosixPath(str(volume_path))
+    if not posix.is_absolute() or not posix.is_relative_to(OUTPUT_MOUNT) or ".." in posix.parts:
+        raise ValueError(f"{str(volume_path)!r} is not a path on the shared volume ({OUTPUT_MOUNT}/...)")
+    return posix.relative_to(OUTPUT_MOUNT).as_posix()
 
 
 def relative(path: Path | str) -> str:

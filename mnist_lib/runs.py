@@ -21,10 +21,12 @@ same cell works on a laptop, on a shared cluster and in a workshop room.
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
 
-from mnist_lib import paths
+from mnist_lib import cluster, paths
 from mnist_lib.paths import OUTPUT_MOUNT
 
 CHECKPOINTS, LOGS, EXPORT = "checkpoints", "logs", "export"
@@ -88,8 +90,6 @@ def load_result(model_dir: Path | str) -> dict[str, Any] | None:
 
 def _backend(backend: Any) -> Any:
     """A backend, its name, or None for :func:`mnist_lib.cluster.get_backend`'s choice."""
-    from mnist_lib import cluster
-
     return cluster.get_backend(backend) if backend is None or isinstance(backend, str) else backend
 
 
@@ -127,7 +127,7 @@ def scalars(run: str, backend: Any = None) -> dict[str, list[tuple[int, float]]]
 
 def scalars_of(runs: Iterable[str], backend: Any = None) -> dict[str, dict[str, list[tuple[int, float]]]]:
     """:func:`scalars` of several runs, brought over in one transfer (a sweep's live plot)."""
-    from mnist_lib.tensorboard import read_scalars
+    from mnist_lib.tensorboard import read_scalars  # (tensorboard imports this module)
 
     runs = list(runs)
     pull(*(on_volume(run, LOGS) for run in runs), backend=backend)
@@ -154,22 +154,29 @@ def latest_export(run: str, model_name: str = DEFAULT_MODEL, backend: Any = None
 def clear(run: str, backend: Any = None) -> None:
     """Delete everything run ``run`` wrote, on the volume and here: the next run starts from scratch."""
     _backend(backend).remove_outputs([on_volume(run)])
-    from mnist_lib.cluster.volume_agent import remove
-
-    remove([str(run_dir(run))])  # this machine's copy (on the local backend, the same folder)
+    shutil.rmtree(run_dir(run), ignore_errors=True)  # this machine's copy (locally, the same folder)
 
 
 def publish(run: str, backend: Any = None) -> bool:
     """Put a run trained in this notebook (chapter 01) on the volume, if the volume lacks it.
 
     A run trained in this kernel lives in this machine's output folder; on a cluster
-    the pods (TensorBoard, the model server) see only the volume. True if copied.
+    the pods (TensorBoard, the model server) see only the volume. What pods use is
+    copied: the logs, the export, ``history.json`` and, last, ``result.json`` (the mark
+    of a finished run); the TensorFlow checkpoints stay here. True if copied.
     """
     backend = _backend(backend)
     local = run_dir(run)
     if not (local / CHECKPOINTS / RESULT_FILE).is_file() or finished(run, backend):
         return False
-    backend.put(local, on_volume(run))
+    for part in (LOGS, EXPORT):
+        if (local / part).is_dir():
+            backend.put(local / part, on_volume(run, part))
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in (HISTORY_FILE, RESULT_FILE):
+            if (local / CHECKPOINTS / name).is_file():
+                shutil.copy2(local / CHECKPOINTS / name, Path(tmp) / name)
+        backend.put(Path(tmp), on_volume(run, CHECKPOINTS))
     return True
 
 

@@ -36,20 +36,17 @@ import itertools
 import json
 import logging
 import math
-import os
 import random
 import re
 import secrets
-import shutil
 import statistics
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Mapping, Sequence
 
-from mnist_lib import manifests, paths
+from mnist_lib import manifests, paths, runs
 from mnist_lib.config import MAX_HIDDEN_LAYERS, MAX_WIDTH, ConfigError
 
 log = logging.getLogger(__name__)
@@ -59,7 +56,7 @@ log = logging.getLogger(__name__)
 SEARCHES = ("grid", "random")
 JOB_KINDS = ("TFJob", "Job")
 SEARCHED = ("learning_rate", "hidden_layers", "width", "epochs")  # what a trial varies
-OBJECTIVE = "validation/epoch_accuracy"  # the scalar train.py writes each epoch, Katib's objective
+OBJECTIVE = manifests.KATIB_OBJECTIVE  # validation/epoch_accuracy: what train.py writes each epoch
 MAX_TRIALS = 100
 MAX_PARALLEL = 16
 RESULTS_FILE = "sweep.json"
@@ -402,7 +399,7 @@ class Sweep:
                  trials: Sequence[Mapping[str, Any]] | None = None, backend: Any = None,
                  customize_job: Callable[[Trial, dict[str, Any]], dict[str, Any]] | None = None,
                  retries: int = 1, poll_interval: float = 1.0, trial_timeout: float = 900.0,
-                 image: str = manifests.DEFAULT_IMAGE) -> None:
+                 image: str | None = None) -> None:
         self.space = space if space is not None else SearchSpace()
         if not isinstance(self.space, SearchSpace):
             raise SweepError(f"space must be a SearchSpace, got {type(space).__name__}")
@@ -483,13 +480,11 @@ class Sweep:
         """The trial's job, built by the same functions as every other manifest of the course."""
         try:
             config = manifests.run_config(trial.name, **self.fixed, **trial.params)
-            namespace = getattr(self.backend, "namespace", None) or manifests.DEFAULT_NAMESPACE
-            if self.job_kind == "TFJob":
-                job = manifests.tfjob(trial.name, config, workers=self.workers, image=self.image,
-                                      namespace=namespace)
+            if self.job_kind == "TFJob":  # no namespace: the backend puts the job in its own
+                job = manifests.tfjob(trial.name, config, workers=self.workers, image=self.image)
                 job["spec"]["runPolicy"]["backoffLimit"] = self.retries
             else:
-                job = manifests.training_job(trial.name, config, image=self.image, namespace=namespace)
+                job = manifests.training_job(trial.name, config, image=self.image)
                 job["spec"]["backoffLimit"] = self.retries
         except (ConfigError, manifests.ManifestError, TypeError) as err:
             raise SweepError(f"trial {trial.name} ({trial.params}) is invalid: {err}") from None
@@ -497,25 +492,20 @@ class Sweep:
             job = self._customize(trial, job)
         return job
 
-    # -- reading a trial's folder ----------------------------------------------------------
-    def run_dir(self, trial: Trial) -> Path:
-        """Where this machine sees the trial's ``/outputs/<trial>`` (MNIST_OUTPUT_DIR).
-
-        The local backend writes there; on a cluster, mount the shared volume there
-        to watch curves live (or let Katib collect them).
-        """
-        return paths.output_dir() / trial.name
-
-    def _read_curve(self, trial: Trial) -> None:
-        from mnist_lib.tensorboard import read_scalars
-
-        try:
-            curve = read_scalars(self.run_dir(trial) / "logs").get(OBJECTIVE, [])
-        except Exception as err:  # a half-written event file: keep what we had, read again next time
-            log.debug("reading %s's events: %s", trial.name, err)
+    # -- reading the trials' folders (on a cluster, through the backend) -------------------
+    def _read_curves(self, trials: list[Trial]) -> None:
+        """Refresh the validation curve of each trial from its event files, in one transfer."""
+        if not trials:
             return
-        if len(curve) >= len(trial.curve):
-            trial.curve = [(int(s), float(v)) for s, v in curve]
+        try:
+            scalars = runs.scalars_of([t.name for t in trials], self.backend)
+        except Exception as err:  # a half-written event file, a slow API: keep what we had, read again
+            log.debug("reading the trials' events: %s", err)
+            return
+        for trial in trials:
+            curve = scalars[trial.name].get(OBJECTIVE, [])
+            if len(curve) >= len(trial.curve):
+                trial.curve = [(int(s), float(v)) for s, v in curve]
 
     # -- running ---------------------------------------------------------------------------
     @property
@@ -607,7 +597,7 @@ class Sweep:
             if trial.status != PENDING:
                 continue
             # A fresh folder: a leftover checkpoint would make training "resume" a finished run.
-            shutil.rmtree(self.run_dir(trial), ignore_errors=True)
+            runs.clear(trial.name, self.backend)
             with self._lock:
                 trial.started = time.time()
                 try:
@@ -621,13 +611,14 @@ class Sweep:
     def _poll_running(self) -> None:
         from mnist_lib.cluster import FAILED as JOB_FAILED, SUCCEEDED as JOB_SUCCEEDED
 
-        for trial in [t for t in self.trials if t.status == RUNNING]:
+        running = [t for t in self.trials if t.status == RUNNING]
+        self._read_curves(running)
+        for trial in running:
             try:
                 status = self.backend.get_job(trial.name, kind=self.job_kind)
             except Exception as err:
                 self._finish(trial, FAILED, f"lost track of its job: {err}")
                 continue
-            self._read_curve(trial)
             if status.phase == JOB_SUCCEEDED:
                 self._succeeded(trial)
             elif status.phase == JOB_FAILED:
@@ -645,12 +636,10 @@ class Sweep:
                     self._finish(trial, EARLY_STOPPED, reason)
 
     def _succeeded(self, trial: Trial) -> None:
-        from mnist_lib.train import read_result
-
-        self._read_curve(trial)
-        result = read_result(self.run_dir(trial) / "checkpoints") or {}
+        self._read_curves([trial])  # the last epoch may have been written since this poll's read
+        result = runs.result(trial.name, self.backend) or {}
         trial.test_accuracy = result.get("test_accuracy")
-        trial.export_path = str(_latest_version(self.run_dir(trial) / "export" / self._model_name()) or "")
+        trial.export_path = runs.latest_export(trial.name, self._model_name(), self.backend) or ""
         self._capture_logs(trial)
         self._finish(trial, SUCCEEDED, "trained and exported" if trial.export_path else
                      "succeeded, but no exported model was found in its folder")
@@ -724,22 +713,22 @@ class Sweep:
 
 # == promotion to serving =================================================================
 
-def serving_path(model_name: str = "mnist") -> Path:
-    """The folder the course's model server watches for versions: ``outputs/serving/<model>``."""
-    return paths.output_dir() / "serving" / model_name
+def serving_path(model_name: str = runs.DEFAULT_MODEL, backend: Any = None) -> Path:
+    """This machine's copy of the served model's folder, ``/outputs/serving/<model>``, brought up to date.
+
+    On the local backend it is ``outputs/serving/<model>`` itself; on a cluster the
+    versions are copied here from the volume (changed files only).
+    """
+    return runs.local_copy(runs.serving_base(model_name), backend)
 
 
-def _latest_version(base: Path) -> Path | None:
-    versions = [p for p in base.glob("*") if p.name.isdigit() and p.is_dir()] if base.is_dir() else []
-    return max(versions, key=lambda p: int(p.name), default=None)
-
-
-def promote(trial: Trial, model_base_path: Path | str | None = None) -> Path:
+def promote(trial: Trial, model_base_path: str | None = None, backend: Any = None) -> PurePosixPath:
     """Copy ``trial``'s exported model into ``model_base_path`` as its next version; return it.
 
-    A running server (chapter 06's, or TF Serving) watches that folder and serves
-    the highest version, so the best model goes live without a restart. The copy
-    is made in a hidden temporary folder and *renamed* into place: a rename is
+    ``model_base_path`` is on the volume (default ``/outputs/serving/<model>``). A running
+    server (chapter 06's, or TF Serving) watches that folder; with TF Serving's default
+    policy it serves the highest version, so the best model goes live without a restart.
+    The copy is made on the volume, in a hidden folder *renamed* into place: a rename is
     atomic, so the server never loads half a model.
     """
     if not isinstance(trial, Trial):
@@ -747,22 +736,9 @@ def promote(trial: Trial, model_base_path: Path | str | None = None) -> Path:
     if trial.status != SUCCEEDED or not trial.export_path:
         raise SweepError(f"trial {trial.name} is {trial.status} with no exported model: promote a "
                          "succeeded trial, e.g. result.best()")
-    source = Path(trial.export_path)
-    if not (source / "saved_model.pb").is_file():
-        raise SweepError(f"{source} is not a SavedModel (no saved_model.pb): was the folder moved?")
-    base = Path(model_base_path) if model_base_path is not None else serving_path(source.parent.name)
-    base.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".promoting-", dir=base))  # same file system: rename works
+    source = PurePosixPath(trial.export_path)
+    base = model_base_path or runs.serving_base(source.parent.name)
     try:
-        shutil.copytree(source, staging / "model")
-        for _ in range(100):  # another promotion may take the same number: try the next one
-            target = base / str(max((int(p.name) for p in base.iterdir() if p.name.isdigit()), default=0) + 1)
-            try:
-                os.rename(staging / "model", target)
-                return target
-            except OSError:
-                if not target.exists():
-                    raise
-        raise SweepError(f"could not find a free version number in {base}")
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        return PurePosixPath(runs.put_version(str(source), base, backend=backend))
+    except Exception as err:  # not on the volume any more (deleted, another namespace)
+        raise SweepError(f"could not copy {source} to {base}: {err}") from None

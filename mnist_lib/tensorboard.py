@@ -31,6 +31,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Mapping, Sequence
 
 from mnist_lib import paths
+from mnist_lib import runs as run_files  # (chapter 05 names its list of runs `runs`)
 
 DEFAULT_NAME = "tensorboard"
 # TensorBoard imports TensorFlow before it listens: 4-10 s on an idle machine, 25 s
@@ -63,7 +64,7 @@ def _pod_log_dir(log_dir: Path | str | None) -> tuple[str, Path]:
     TensorBoard runs where the shared volume is mounted, so it can only read folders
     on that volume: ``outputs/`` here (``MNIST_OUTPUT_DIR``), ``/outputs`` in a pod.
     """
-    from mnist_lib.manifests import OUTPUT_MOUNT
+    from mnist_lib.paths import OUTPUT_MOUNT
 
     root = paths.output_dir()
     if log_dir is None:
@@ -251,7 +252,7 @@ def start_tensorboard(log_dir: Path | str | None = None, backend: Any = None,
         _check_has_events(local_dir)
     if name in _running:
         _running[name].stop()
-    objects = manifests.tensorboard(name=name, log_dir=pod_dir, namespace=backend.namespace)
+    objects = manifests.tensorboard(name=name, log_dir=pod_dir)
     started = time.monotonic()
     deadline = started + timeout
     backend.apply(objects)
@@ -320,18 +321,13 @@ def read_scalars(log_dir: Path | str) -> dict[str, list[tuple[int, float]]]:
     return scalars
 
 
-def run_log_dir(run: str) -> Path:
-    """Where run ``run`` writes its TensorBoard logs: ``outputs/<run>/logs``."""
-    from mnist_lib.config import TrainConfig
+def find_runs(runs: Sequence[str] = tuple(COMPARED_RUNS), backend: Any = None) -> tuple[list[str], list[str]]:
+    """``(finished, missing)``: a run is finished when it wrote ``result.json`` on the volume.
 
-    return TrainConfig.for_run(run).log_dir
-
-
-def find_runs(runs: Sequence[str] = tuple(COMPARED_RUNS)) -> tuple[list[str], list[str]]:
-    """``(finished, missing)``: a run is finished when it wrote ``result.json``."""
-    from mnist_lib.config import TrainConfig
-
-    finished = [r for r in runs if (TrainConfig.for_run(r).model_dir / "result.json").is_file()]
+    A run this notebook trained itself (chapter 01, in the kernel) is first put on the
+    volume, so that TensorBoard's pod sees it too (:func:`mnist_lib.runs.publish`).
+    """
+    finished = [r for r in runs if run_files.publish(r, backend) or run_files.finished(r, backend)]
     return finished, [r for r in runs if r not in finished]
 
 
@@ -354,16 +350,16 @@ def train_stand_in(run: str, backend: Any = None, timeout: float = 900) -> str:
     from mnist_lib import cluster, manifests
 
     name = stand_in_name(run)
-    if not find_runs([name])[1]:
-        return name
     backend = cluster.get_backend(backend) if backend is None or isinstance(backend, str) else backend
+    if not find_runs([name], backend)[1]:
+        return name
     config = manifests.run_config(name, architecture="mlp", epochs=2, train_limit=4000)
     if run.startswith("ch04-parameter-server"):
-        job = manifests.tfjob(name, config, workers=2, parameter_servers=1, namespace=backend.namespace)
+        job = manifests.tfjob(name, config, workers=2, parameter_servers=1)
     elif run.startswith("ch04"):
-        job = manifests.tfjob(name, config, workers=2, namespace=backend.namespace)
+        job = manifests.tfjob(name, config, workers=2)
     else:
-        job = manifests.training_job(name, config, namespace=backend.namespace)
+        job = manifests.training_job(name, config)
     backend.delete_job(name)  # a failed earlier attempt of the same name
     backend.create_job(job)
     try:
@@ -381,7 +377,7 @@ def runs_to_compare(runs: Sequence[str] = tuple(COMPARED_RUNS), backend: Any = N
     works: each missing run is named with the chapter that produces it, and a
     stand-in is trained (about a minute in all on a laptop).
     """
-    finished, missing = find_runs(runs)
+    finished, missing = find_runs(runs, backend)
     chosen = []
     for run in runs:
         if run in finished:
@@ -412,22 +408,19 @@ class RunSummary:
     workers: int
 
 
-def compare_runs(runs: Sequence[str]) -> list[RunSummary]:
+def compare_runs(runs: Sequence[str], backend: Any = None) -> list[RunSummary]:
     """Final validation accuracy, test accuracy, training time and strategy of each run.
 
-    Read from ``outputs/<run>/checkpoints/result.json`` (what training writes at the
+    Read from ``/outputs/<run>/checkpoints/result.json`` (what training writes at the
     end). A run without it raises ``FileNotFoundError`` naming the run.
     """
-    from mnist_lib.config import TrainConfig
-    from mnist_lib.train import read_result
-
     rows = []
     for run in runs:
-        model_dir = TrainConfig.for_run(run).model_dir
-        result = read_result(model_dir)
+        result = run_files.result(run, backend)
         if result is None:
-            raise FileNotFoundError(f"run {run!r} has no result.json in {str(model_dir)!r}: it has not "
-                                    "finished (or never ran). See runs_to_compare().")
+            raise FileNotFoundError(f"run {run!r} has no {run_files.on_volume(run, run_files.CHECKPOINTS)}/"
+                                    f"{run_files.RESULT_FILE}: it has not finished (or never ran). "
+                                    "See runs_to_compare().")
         history = result.get("history") or [{}]
         rows.append(RunSummary(run, len(result.get("history") or []),
                                float(history[-1].get("val_accuracy", float("nan"))),

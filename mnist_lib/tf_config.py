@@ -216,7 +216,9 @@ def indexed_job_tf_config(environ: Mapping[str, str]) -> str:
                            lambda role, i: hosts[i])
 
 
-def indexed_job_worker_hosts(job_name: str, service: str, namespace: str, workers: int,
-                             port: int = DEFAULT_PORT) -> str:
-    """The MNIST_WORKER_HOSTS value: Indexed Job pods are ``<job>-<index>.<service>``."""
-    return ",".join(f"{job_name}-{i}.{service}.{namespace}.svc:{port}" for i in range(workers))
+def indexed_job_worker_hosts(job_name: str, service: str, workers: int, port: int = DEFAULT_PORT) -> str:
+    """The MNIST_WORKER_HOSTS value: Indexed Job pods are ``<job>-<index>.<service>``.
+
+    Without the namespace: the pods' DNS search path adds it, so the same Job runs in any namespace.
+    """
+    return ",".join(f"{job_name}-{i}.{service}:{port}" for i in range(workers))

@@ -21,7 +21,6 @@ checkpoints every epoch (a restarted replica resumes from the latest one),
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -31,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from mnist_lib import paths, tf_config
+from mnist_lib import paths, runs, tf_config
 from mnist_lib.config import ConfigError, TrainConfig, config_from_args
 from mnist_lib.data import TRAIN_SIZE, MnistDataError
 
@@ -61,18 +60,6 @@ class TrainResult:
 
 def _in_notebook() -> bool:
     return "ipykernel" in sys.modules
-
-
-def read_history(model_dir: Path | str) -> list[dict[str, float]]:
-    """The per-epoch metrics a run wrote so far (empty if none)."""
-    path = Path(model_dir) / "history.json"
-    return json.loads(path.read_text()) if path.exists() else []
-
-
-def read_result(model_dir: Path | str) -> dict[str, Any] | None:
-    """The ``result.json`` of a finished run, or None."""
-    path = Path(model_dir) / "result.json"
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 def _describe(config: TrainConfig) -> str:
@@ -276,11 +263,11 @@ class _TrainingRun:
         if latest:
             self.checkpoint.restore(latest)  # everything: weights, optimizer state, epoch
         start_epoch = int(self.epoch.numpy())
-        history = read_history(cfg.model_dir)[:start_epoch] if chief else []
+        history = runs.load_history(cfg.model_dir)[:start_epoch] if chief else []
         prefix = "" if role.strategy == tf_config.SINGLE else f"[{role.task_type} {role.task_index}] "
         self._say(f"{prefix}Training {_describe(cfg)}")
         self._say(f"{prefix}Cluster: {role.describe()}")
-        finished = read_result(cfg.model_dir) if start_epoch >= cfg.epochs else None
+        finished = runs.load_result(cfg.model_dir) if start_epoch >= cfg.epochs else None
         if finished:
             # A replica restarted after the run completed must not train or export again.
             self._say(f"{prefix}Already trained: all {cfg.epochs} epochs are in {cfg.model_dir} "
@@ -357,7 +344,7 @@ class _TrainingRun:
             resumed_from_epoch=start_epoch, strategy=role.strategy, workers=role.num_workers,
             config=cfg.as_dict(),
         )
-        paths.write_json(cfg.model_dir / "result.json", asdict(result))
+        paths.write_json(cfg.model_dir / runs.RESULT_FILE, asdict(result))
         self._say(f"{prefix}Test accuracy {test_accuracy:.4f} (loss {test_loss:.4f}); "
                   f"model exported to {export_path}")
         self._barrier()
@@ -390,7 +377,7 @@ class _TrainingRun:
                 tf.summary.scalar("epoch_loss", record[prefix + "loss"])
                 tf.summary.scalar("epoch_accuracy", record[prefix + "accuracy"])
             writers[split].flush()
-        paths.write_json(self.config.model_dir / "history.json", history)
+        paths.write_json(self.config.model_dir / runs.HISTORY_FILE, history)
 
     def _export(self) -> Path:
         """Export a plain (non-distributed) copy of the model: the server needs no cluster."""

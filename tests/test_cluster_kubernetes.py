@@ -130,6 +130,8 @@ def test_each_kind_goes_to_its_rest_path(api):
     objects = [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}},
         {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "outputs"}},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "mnist-serving-config"},
+         "data": {"models.config": "model_config_list {}\n"}},
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "mnist-workers"},
          "spec": {"clusterIP": "None", "selector": {"job-name": "mnist-job"}}},
         {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "tensorboard"},
@@ -138,6 +140,7 @@ def test_each_kind_goes_to_its_rest_path(api):
         job(),
     ]
     paths = [f"/api/v1/namespaces/{NS}", f"/api/v1/namespaces/{NS}/persistentvolumeclaims/outputs",
+             f"/api/v1/namespaces/{NS}/configmaps/mnist-serving-config",
              f"/api/v1/namespaces/{NS}/services/mnist-workers",
              f"/apis/apps/v1/namespaces/{NS}/deployments/tensorboard", JOB_PATH]
     for obj, path in zip(objects, paths):
@@ -146,8 +149,29 @@ def test_each_kind_goes_to_its_rest_path(api):
     assert [r["path"] for r in api.requests] == paths
     assert all(r["content_type"] == APPLY_PATCH for r in api.requests)
     # The namespace is filled in where the manifest left it out, so path and body agree.
-    assert api.requests[2]["body"]["metadata"]["namespace"] == NS
+    assert api.requests[3]["body"]["metadata"]["namespace"] == NS
     assert "namespace" not in api.requests[0]["body"]["metadata"]
+
+
+def test_model_server_objects_are_applied_and_deleted_in_order(api):
+    from mnist_lib import manifests
+
+    objects = manifests.model_server(namespace=NS)
+    paths = [f"/api/v1/namespaces/{NS}/configmaps/mnist-serving-config",
+             f"/apis/apps/v1/namespaces/{NS}/deployments/mnist-serving",
+             f"/api/v1/namespaces/{NS}/services/mnist-serving"]
+    for obj, path in zip(objects, paths):
+        api.routes[("PATCH", path)] = (200, obj)
+        api.routes[("DELETE", path)] = (200, {})
+    backend = api.backend()
+    assert backend.apply(objects) == ["ConfigMap/mnist-serving-config", "Deployment/mnist-serving",
+                                      "Service/mnist-serving"]
+    assert [(r["method"], r["path"], r["content_type"]) for r in api.requests] == [
+        ("PATCH", path, APPLY_PATCH) for path in paths]  # server-side apply, the ConfigMap first
+    assert api.requests[0]["body"]["data"] == objects[0]["data"]
+    api.requests.clear()
+    backend.delete(objects)
+    assert [(r["method"], r["path"]) for r in api.requests] == [("DELETE", path) for path in reversed(paths)]
 
 
 def test_delete_job_takes_its_pods_and_service_with_it(api):
@@ -234,34 +258,33 @@ def test_supports_tfjob_asks_for_the_crd(api):
     assert backend.supports_tfjob() is True
 
 
-def test_read_output_runs_a_pod_that_mounts_the_volume(api):
-    api.routes[("POST", PODS_PATH)] = (201, {"kind": "Pod", "metadata": {"name": "x"}})
-    done = {"kind": "Pod", "metadata": {"name": "x"}, "status": {"phase": "Succeeded", "containerStatuses": [
-        {"name": "helper", "image": "mnist-course:latest", "imageID": "", "ready": False, "restartCount": 0,
-         "state": {"terminated": {"exitCode": 0}}}]}}
-
-    def route_pod_paths():
-        created = [r for r in api.requests if r["method"] == "POST"]
-        name = created[0]["body"]["metadata"]["name"]
-        api.routes[("GET", f"{PODS_PATH}/{name}")] = (200, done)
-        api.routes[("GET", f"{PODS_PATH}/{name}/log")] = (200, '{"test_accuracy": 0.97}')
-        api.routes[("DELETE", f"{PODS_PATH}/{name}")] = (200, {})
-        return created[0]["body"]
-
+def test_the_volume_helper_is_one_reused_pod_of_the_course_image(api):
+    # The notebook cannot mount the volume: one helper pod per namespace mounts it (the transfers
+    # themselves are execs, tested against the real cluster in test_kubernetes_real_cluster.py).
+    running = {"kind": "Pod", "metadata": {"name": "mnist-volume"}, "status": {"phase": "Running",
+               "containerStatuses": [{"name": "helper", "image": "mnist-course:latest", "imageID": "",
+                                      "ready": True, "restartCount": 0, "state": {"running": {}}}]}}
+    api.routes[("PATCH", f"{PODS_PATH}/mnist-volume")] = (200, running)
     backend = api.backend()
-    original = backend.core.create_namespaced_pod
+    gets = []
 
-    def create_then_route(namespace, body, **kw):
-        answer = original(namespace, body, **kw)
-        route_pod_paths()
-        return answer
+    def answer_after_apply(name, namespace, **kw):  # 404 first, then the pod it applied
+        gets.append(name)
+        if len(gets) > 1:
+            api.routes[("GET", f"{PODS_PATH}/mnist-volume")] = (200, running)
+        return original(name, namespace, **kw)
 
-    backend.core.create_namespaced_pod = create_then_route
-    assert backend.read_result(type("C", (), {"model_dir": "/outputs/ch03-job/checkpoints"})) == {"test_accuracy": 0.97}
-    pod = [r for r in api.requests if r["method"] == "POST"][0]["body"]
+    original = backend.core.read_namespaced_pod
+    backend.core.read_namespaced_pod = answer_after_apply
+    assert backend._volume_pod() == "mnist-volume"
+    assert backend._volume_pod() == "mnist-volume"  # reused: no second apply
+    applied = [r for r in api.requests if r["method"] == "PATCH"]
+    assert len(applied) == 1 and applied[0]["content_type"] == APPLY_PATCH
+    pod = applied[0]["body"]
     assert pod["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == "mnist-outputs"
-    assert pod["spec"]["containers"][0]["command"][-1] == "/outputs/ch03-job/checkpoints/result.json"
-    assert [r["method"] for r in api.requests][-1] == "DELETE"  # the helper pod is removed
+    assert pod["spec"]["containers"][0]["volumeMounts"][0]["mountPath"] == "/outputs"
+    assert pod["spec"]["containers"][0]["image"] == "mnist-course:latest"
+    assert pod["spec"]["activeDeadlineSeconds"] > 0  # a forgotten helper does not live for ever
 
 
 def test_port_forward_resolves_a_service_to_a_running_pod(api):
@@ -286,7 +309,7 @@ def test_missing_tfjob_crd_says_how_to_install_the_operator(api):
     with pytest.raises(cluster.OperatorMissingError) as err:
         api.backend().create_job(tfjob())
     assert 'kubectl apply --server-side -k "github.com/kubeflow/training-operator.git/manifests/' \
-           'overlays/standalone?ref=v1.9.3"' in str(err.value)
+           'overlays/standalone?ref=v1.9.4"' in str(err.value)
 
 
 def test_missing_namespace(api):
@@ -335,3 +358,65 @@ def test_backend_choice(monkeypatch):
     monkeypatch.setenv("MNIST_BACKEND", "k8s")
     with pytest.raises(cluster.ClusterError, match="choose one of local, kubernetes"):
         cluster.backend_name()
+
+
+# -- pods that cannot start: diagnosed in seconds (mnist_lib.cluster.diagnose) -------------------
+
+EVENTS_PATH = f"/api/v1/namespaces/{NS}/events"
+
+
+def test_job_refused_by_a_quota_fails_fast(api, monkeypatch):
+    from mnist_lib.cluster import diagnose
+
+    monkeypatch.setattr(diagnose, "LOOK_AFTER", 0.3)
+    monkeypatch.setattr(diagnose, "LOOK_EVERY", 0.3)
+    created = {**job(), "metadata": {**job()["metadata"], "uid": "uid-job"}, "status": {}}
+    api.routes[("GET", JOB_PATH + "/status")] = (200, created)
+    api.routes[("GET", PODS_PATH)] = (200, {"kind": "PodList", "items": []})
+    refusal = {"metadata": {"name": "mnist-job.1", "resourceVersion": "7"}, "reason": "FailedCreate",
+               "type": "Warning", "lastTimestamp": "2026-12-01T10:00:01Z",
+               "involvedObject": {"kind": "Job", "name": "mnist-job", "uid": "uid-job"},
+               "message": 'Error creating: pods "mnist-job-x" is forbidden: exceeded quota: budget, requested: '
+                          'requests.cpu=500m, used: requests.cpu=0, limited: requests.cpu=100m'}
+    api.routes[("GET", EVENTS_PATH)] = (200, {"kind": "EventList", "items": [refusal]})
+    api.routes[("GET", f"/api/v1/namespaces/{NS}/resourcequotas")] = (200, {"kind": "ResourceQuotaList", "items": [
+        {"metadata": {"name": "budget"}, "spec": {"hard": {"requests.cpu": "100m"}},
+         "status": {"hard": {"requests.cpu": "100m"}, "used": {"requests.cpu": "0"}}}]})
+    with pytest.raises(cluster.QuotaError, match="ResourceQuota budget of namespace mnist refuses them") as err:
+        api.backend().wait_for_job_conditions("mnist-job", kind="Job", progress=False, timeout=10,
+                                              polling_interval=0.1)
+    assert "requests.cpu 100m (used 0)" in str(err.value)
+    (events_query,) = [r["query"] for r in api.requests if r["path"] == EVENTS_PATH]
+    assert events_query["fieldSelector"] == ["involvedObject.uid=uid-job"]
+
+
+def test_a_healthy_poll_costs_one_pod_list(api):
+    running = {**job(), "metadata": {**job()["metadata"], "uid": "uid-job"}, "status": {"active": 1}}
+    api.routes[("GET", JOB_PATH + "/status")] = (200, running)
+    pod = {"metadata": {"name": "mnist-job-abcde", "uid": "uid-pod"}, "status": {"phase": "Running"}}
+    api.routes[("GET", PODS_PATH)] = (200, {"kind": "PodList", "items": [pod]})
+    backend = api.backend()
+    status = backend.get_job("mnist-job", kind="Job")
+    api.requests.clear()
+    for _ in range(3):
+        backend.check_pods(status)
+    paths = [r["path"] for r in api.requests]
+    # the job's spec once (how many pods it should have), then one pod list per poll
+    assert paths == [JOB_PATH + "/status", PODS_PATH, PODS_PATH, PODS_PATH]
+
+
+def test_diagnose_pod_for_a_pod_of_ones_own(api, monkeypatch):
+    from mnist_lib.cluster import diagnose
+
+    monkeypatch.setattr(diagnose, "LOOK_AFTER", 0.0)
+    api.routes[("GET", f"/api/v1/namespaces/{NS}/persistentvolumeclaims/mnist-outputs")] = (404, not_found(
+        "mnist-outputs", "persistentvolumeclaims"))
+    helper = {"metadata": {"name": "mnist-volume", "namespace": NS, "uid": "uid-helper"},
+              "spec": {"volumes": [{"name": "outputs", "persistentVolumeClaim": {"claimName": "mnist-outputs"}}]},
+              "status": {"phase": "Pending", "conditions": [
+                  {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                   "message": '0/1 nodes are available: persistentvolumeclaim "mnist-outputs" not found. '
+                              "preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling."}]}}
+    problem = api.backend().diagnose_pod(helper)
+    assert isinstance(problem, cluster.VolumeError)
+    assert "mounts the volume claim mnist-outputs, which does not exist in namespace mnist" in str(problem)

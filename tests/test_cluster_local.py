@@ -15,6 +15,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
 
@@ -189,6 +190,67 @@ def test_deployment_and_port_forward(backend):
     assert backend.processes() == []
 
 
+def test_model_server_objects_serve_every_version_through_their_config_map(backend, outputs):
+    """manifests.model_server()'s [ConfigMap, Deployment, Service], run as on a cluster.
+
+    The ConfigMap becomes a file under the state folder, mounted where the server reads
+    --model_config_file, with /outputs in its text rewritten to this machine's folder; its
+    model_version_policy { all {} } lets a client ask for version 1 as well as 2.
+    """
+    from mnist_lib.predict import PredictionClient
+    from mnist_lib.serving_config import parse_model_config
+    from serving_support import export_tiny
+
+    for version in (1, 2):
+        export_tiny(outputs / "serving", seed=version, version=version)
+    objects = manifests.model_server(model_base_path="/outputs/serving/mnist")
+    assert [o["kind"] for o in objects] == ["ConfigMap", "Deployment", "Service"]
+    assert backend.apply(objects) == ["ConfigMap/mnist-serving-config", "Deployment/mnist-serving",
+                                      "Service/mnist-serving"]
+    written = backend.state_dir / "configmaps" / backend.namespace / "mnist-serving-config" / "models.config"
+    model = parse_model_config(written.read_text())
+    assert model.base_path == str(outputs / "serving" / "mnist")  # /outputs, rewritten
+    assert model.model_version_policy.WhichOneof("policy_choice") == "all"
+    argv = backend._find("mnist-serving", "Deployment").replicas[0].argv
+    assert f"--model_config_file={written}" in argv  # the mountPath, mapped to the ConfigMap's folder
+    try:
+        backend.wait_for_job_conditions("mnist-serving", [cluster.RUNNING], kind="Deployment",
+                                        timeout=120, progress=False)
+        with backend.port_forward("mnist-serving", 8500, timeout=120) as forward:
+            for version in (1, 2, None):
+                with PredictionClient("127.0.0.1", forward.local_port, version=version) as client:
+                    answer = client.predict(np.zeros((28, 28), np.float32))[0]
+                    assert answer.model_version == (version or 2)
+    except Exception:
+        print(backend.get_job_logs("mnist-serving", kind="Deployment")[-3000:])
+        raise
+    backend.delete(objects)
+    assert backend.processes() == []
+    assert not written.parent.exists()  # deleting the ConfigMap removes its files
+
+
+def test_a_pod_mounting_a_missing_config_map_is_refused_before_anything_starts(backend):
+    _, deployment, service = manifests.model_server()
+    with pytest.raises(cluster.NotFoundError, match='configmap "mnist-serving-config" not found'):
+        backend.apply([deployment, service])
+    assert backend.processes() == []
+
+
+def test_config_map_keys_become_files_and_follow_a_reapply(backend, outputs):
+    config_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"},
+                  "data": {"a.txt": "path: /outputs/run\nother: /outputsx", "b.txt": "two"}}
+    backend.apply([config_map])
+    folder = backend.state_dir / "configmaps" / backend.namespace / "settings"
+    assert (folder / "a.txt").read_text() == f"path: {outputs}/run\nother: /outputsx"
+    backend.apply([{**config_map, "data": {"a.txt": "changed"}}])  # as kubelet updates the volume
+    assert sorted(p.name for p in folder.iterdir()) == ["a.txt"]
+    assert (folder / "a.txt").read_text() == "changed"
+    with pytest.raises(cluster.InvalidObjectError, match="key '../x' is not valid"):
+        backend.apply([{**config_map, "data": {"../x": "no"}}])
+    backend.delete([config_map])
+    assert not folder.exists()
+
+
 def test_dead_kernels_leftovers_are_stopped(outputs, tmp_path):
     """A kernel killed with SIGKILL runs no atexit hook: the next one cleans up after it."""
     state = tmp_path / "state"
@@ -279,12 +341,10 @@ def test_paths_under_mounts_are_rewritten(outputs):
     assert rewrite_path("mlp", mounts) == "mlp"
 
 
-def test_require_shared_output_dir_passes_locally_and_explains_otherwise(backend, outputs, monkeypatch):
-    """Locally /outputs is the output folder; where the pods cannot see it, the error says how to copy."""
-    folder = outputs / "serving" / "mnist" / "1"
-    backend.require_shared_output_dir(folder)  # the local backend shares it: no error
-    monkeypatch.setattr(backend, "shares_output_dir", lambda: False)
-    with pytest.raises(cluster.ClusterError) as err:
-        backend.require_shared_output_dir(folder)
-    assert f"kubectl -n {backend.namespace} cp {folder} " in str(err.value)
-    assert ":/outputs/serving/mnist/1" in str(err.value) and "MNIST_OUTPUT_DIR" in str(err.value)
+def test_objects_for_another_namespace_are_refused(backend):
+    """Objects carry no namespace (the backend's is used); one built for another is refused, not lost."""
+    job = manifests.training_job("ns-check", manifests.run_config("ns-check", architecture="mlp"),
+                                 namespace="someone-else")
+    with pytest.raises(cluster.InvalidObjectError, match="someone-else.*MNIST_NAMESPACE"):
+        backend.create_job(job)
+    assert not backend.processes()

@@ -2,9 +2,10 @@
 
 No mocks: ``tests/real_cluster.py`` starts (or reuses) a Kubernetes v1.32 cluster
 built from source, with a containerd node, CoreDNS and the Kubeflow training
-operator v1.9.3. Every test here runs in its own namespace (``mnist-it``), with
-its own pre-bound hostPath volume, so the course notebooks can run in ``mnist``
-on the same cluster at the same time.
+operator v1.9.4. Every test here runs in its own namespace (``mnist-it``), with
+the course's claim ``mnist-outputs`` (no storage class: the cluster's default
+StorageClass provisions it, as kind's does), so the course notebooks can run in
+another namespace on the same cluster at the same time.
 
 Trainings are tiny (MLP, one epoch, 3,000 images): the machine has two cores.
 """
@@ -12,9 +13,7 @@ Trainings are tiny (MLP, one epoch, 3,000 images): the machine has two cores.
 from __future__ import annotations
 
 import json
-import shutil
 import socket
-import tempfile
 import threading
 import time
 import urllib.request
@@ -24,6 +23,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 import yaml
+from real_cluster import RealCluster
 
 from mnist_lib import cluster, manifests
 from mnist_lib.cluster import RUNNING, SUCCEEDED
@@ -33,7 +33,6 @@ from mnist_lib.tf_config import build_tf_config, operator_address
 pytestmark = pytest.mark.real_cluster
 
 NS = "mnist-it"
-PV_NAME = f"mnist-outputs-{NS}"
 TINY = {"architecture": "mlp", "epochs": 1, "train_limit": 3000, "batch_size": 100}
 
 
@@ -54,8 +53,15 @@ class Namespace:
     """Our namespace on the cluster: the backend for it and the host folder behind its volume."""
 
     backend: KubernetesBackend
-    folder: Path
+    cluster: RealCluster
     kubeconfig: Path
+
+    @property
+    def folder(self) -> Path:
+        """The node's folder behind the claim; it exists once a pod has used the claim."""
+        folder = self.cluster.claim_folder(NS)
+        assert folder is not None, f"claim {NS}/{manifests.VOLUME_CLAIM} is not bound: no pod has used it yet"
+        return folder
 
     def pods(self, selector: str) -> list[Any]:
         return self.backend.core.list_namespaced_pod(NS, label_selector=selector).items
@@ -71,46 +77,24 @@ def _namespace_gone(core) -> bool:
     return False
 
 
-def _pv_gone(core) -> bool:
-    from kubernetes.client.exceptions import ApiException
-
-    try:
-        core.read_persistent_volume(PV_NAME)
-    except ApiException as err:
-        return err.status == 404
-    return False
-
-
 @pytest.fixture(scope="module")
 def it(_real_cluster_base) -> Iterator[Namespace]:
-    """Namespace ``mnist-it`` with the course's claim ``mnist-outputs`` bound to our own hostPath PV.
+    """Namespace ``mnist-it`` with the course's claim ``mnist-outputs``, which names no storage class.
 
-    The PV is pre-bound (claimRef) and the claim names it (volumeName): the cluster's
-    other free PV belongs to the course namespace ``mnist`` and must not be taken.
+    The default StorageClass (WaitForFirstConsumer) provisions its volume when the first
+    pod that mounts it is scheduled; deleting the namespace deletes the claim, the PV and
+    its folder (reclaimPolicy Delete).
     """
     backend = _real_cluster_base.backend(NS)
     core = backend.core
     # A namespace left Terminating by an earlier run would refuse new objects.
     wait_until(f"namespace {NS} from an earlier run to go", lambda: _namespace_gone(core), timeout=180)
-    if not _pv_gone(core):
-        core.delete_persistent_volume(PV_NAME)
-        wait_until(f"PV {PV_NAME} from an earlier run to go", lambda: _pv_gone(core), timeout=60)
-
-    folder = Path(tempfile.mkdtemp(prefix="mnist-it-volume-"))  # under /tmp: uid 1000 can reach it
-    _real_cluster_base.add_volume(NS, folder)  # PV_NAME, owned by the pods' uid
-    claim = manifests.volume_claim(namespace=NS)
-    claim["spec"].update(volumeName=PV_NAME, storageClassName="")
     try:
-        backend.apply([manifests.namespace(NS), claim])
-        wait_until("the claim to bind to our PV", lambda: core.read_namespaced_persistent_volume_claim(
-            manifests.VOLUME_CLAIM, NS).status.phase == "Bound", timeout=60)
-        yield Namespace(backend, folder, _real_cluster_base.kubeconfig)
+        backend.apply([manifests.namespace(NS), manifests.volume_claim(namespace=NS)])
+        yield Namespace(backend, _real_cluster_base, _real_cluster_base.kubeconfig)
     finally:
         backend.delete([manifests.namespace(NS)])
         wait_until(f"namespace {NS} to be deleted", lambda: _namespace_gone(core), timeout=180, every=2)
-        if not _pv_gone(core):
-            core.delete_persistent_volume(PV_NAME)
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def job_gone(it: Namespace, name: str, selector: str) -> bool:
@@ -384,3 +368,131 @@ def test_crashing_job_raises_with_its_log_tail(it: Namespace) -> None:
     finally:
         backend.delete_job(name)
     wait_until(f"Job {name} and its pods to be deleted", lambda: job_gone(it, name, f"job-name={name}"), 120)
+
+
+# -- pods that can never start: explained in seconds (mnist_lib.cluster.diagnose) -------------
+
+STALL_LIMIT = 30  # seconds: each stall must be explained well within this
+
+
+def _fails_fast(backend: KubernetesBackend, name: str, error: type, kind: str | None = None) -> tuple[str, float]:
+    """Wait for job ``name`` (submitted just now): it must raise ``error`` within STALL_LIMIT seconds."""
+    started = time.monotonic()
+    with pytest.raises(error) as err:
+        backend.wait_for_job_conditions(name, timeout=120, polling_interval=1, kind=kind)
+    seconds = time.monotonic() - started
+    import real_cluster
+
+    real_cluster.record("stall_diagnosis_s", {f"{error.__name__} {kind or 'Job'} {name}": round(seconds, 1)})
+    print(f"{error.__name__} for {kind or 'Job'} {name} after {seconds:.1f} s:\n{err.value}")
+    assert seconds < STALL_LIMIT, f"{error.__name__} came after {seconds:.1f} s: {err.value}"
+    assert isinstance(err.value, cluster.PodStuckError)
+    return str(err.value), seconds
+
+
+def test_claim_naming_a_missing_storage_class_fails_fast(it: Namespace) -> None:
+    from kubernetes import client
+
+    name = "it-no-class"
+    claim = manifests.volume_claim(storage_class="no-such-class", namespace=NS)
+    claim["metadata"]["name"] = name
+    job = manifests.training_job(name, manifests.run_config(name, **TINY), namespace=NS)
+    for volume in job["spec"]["template"]["spec"]["volumes"]:
+        if volume.get("persistentVolumeClaim"):
+            volume["persistentVolumeClaim"]["claimName"] = name
+    backend = it.backend
+    classes = client.StorageV1Api(backend.api_client).list_storage_class().items
+    backend.apply(claim)
+    backend.create_job(job)
+    try:
+        message, _ = _fails_fast(backend, name, cluster.VolumeError)
+        assert f"its volume claim {name} (namespace {NS}) is Pending" in message
+        assert 'it names StorageClass "no-such-class", which does not exist' in message
+        for sc in classes:  # the classes that do exist are named, the default marked
+            assert sc.metadata.name in message
+            if (sc.metadata.annotations or {}).get("storageclass.kubernetes.io/is-default-class") == "true":
+                assert f"{sc.metadata.name} (the default;" in message
+        assert "MNIST_STORAGE_CLASS" in message and f"kubectl -n {NS} delete pvc {name}" in message
+        assert f"delete_job({name!r})" in message
+    finally:
+        backend.delete_job(name)
+        backend.delete(claim)
+    wait_until(f"Job {name} and its pods to be deleted", lambda: job_gone(it, name, f"job-name={name}"), 120)
+    wait_until(f"claim {name} to be deleted", lambda: not [
+        c for c in backend.core.list_namespaced_persistent_volume_claim(NS).items if c.metadata.name == name], 60)
+
+
+def test_more_cpu_than_the_node_has_fails_fast(it: Namespace) -> None:
+    name = "it-64-cpus"
+    resources = {"requests": {"cpu": "64", "memory": "1Gi"}, "limits": {"cpu": "64", "memory": "3Gi"}}
+    job = manifests.training_job(name, manifests.run_config(name, **TINY), namespace=NS, resources=resources)
+    backend = it.backend
+    nodes = backend.core.list_node().items
+    largest = max(nodes, key=lambda n: float(n.status.allocatable["cpu"].rstrip("m")) /
+                  (1000 if n.status.allocatable["cpu"].endswith("m") else 1))
+    backend.create_job(job)
+    try:
+        message, _ = _fails_fast(backend, name, cluster.UnschedulableError)
+        assert "cannot be scheduled" in message and "Insufficient cpu" in message
+        assert "it requests 64 CPUs" in message
+        assert f"the largest node ({largest.metadata.name}) has" in message and "allocatable" in message
+        assert "already request" in message  # what the node's pods hold, read from the cluster
+        assert "it fits on no node" in message and "bigger node" in message and "lower the pod's resources" in message
+    finally:
+        backend.delete_job(name)
+    wait_until(f"Job {name} and its pods to be deleted", lambda: job_gone(it, name, f"job-name={name}"), 120)
+
+
+QUOTA_NS = "mnist-it-quota"
+
+
+def test_quota_smaller_than_one_pod_fails_fast(real_cluster: RealCluster) -> None:
+    """A namespace whose ResourceQuota is smaller than one training pod: no pod is ever created,
+    for a Job (the Job controller's FailedCreate) or a TFJob (the operator's FailedCreatePod)."""
+    backend = real_cluster.backend(QUOTA_NS)
+    core = backend.core
+
+    def gone() -> bool:
+        return not [n for n in core.list_namespace().items if n.metadata.name == QUOTA_NS]
+
+    wait_until(f"namespace {QUOTA_NS} from an earlier run to go", gone, timeout=180)
+    quota = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "it-budget", "namespace": QUOTA_NS},
+             "spec": {"hard": {"requests.cpu": "100m", "requests.memory": "4Gi", "pods": "4"}}}
+    try:
+        backend.apply(manifests.namespace(QUOTA_NS))
+        core.create_namespaced_resource_quota(QUOTA_NS, quota)
+        # Until the quota controller has counted it and the ServiceAccount exists, pods are refused
+        # for other reasons ("status unknown for quota", "serviceaccount not found").
+        wait_until("the quota to be counted", lambda: (core.read_namespaced_resource_quota(
+            "it-budget", QUOTA_NS).status.hard or {}).get("requests.cpu"), timeout=60)
+        wait_until("the default ServiceAccount", lambda: [
+            s for s in core.list_namespaced_service_account(QUOTA_NS).items if s.metadata.name == "default"], 60)
+        jobs = [("Job", manifests.training_job("it-quota-job", manifests.run_config("it-quota-job", **TINY),
+                                               namespace=QUOTA_NS))]
+        if backend.supports_tfjob():
+            jobs.append(("TFJob", manifests.tfjob("it-quota-tfjob", manifests.run_config("it-quota-tfjob", **TINY),
+                                                  workers=1, namespace=QUOTA_NS)))
+        for kind, job in jobs:
+            name = job["metadata"]["name"]
+            backend.create_job(job)
+            try:
+                message, _ = _fails_fast(backend, name, cluster.QuotaError, kind=kind)
+                assert f"{kind} {name} cannot create its pods: the ResourceQuota it-budget of namespace " \
+                       f"{QUOTA_NS} refuses them, one pod alone asks for more than the quota allows" in message
+                assert "requests.cpu: a pod asks for 500m, the quota allows 100m" in message
+                assert "The quota it-budget allows: pods 4 (used 0), requests.cpu 100m (used 0)" in message
+                assert "fewer replicas" in message and "instructor" in message
+                assert not core.list_namespaced_pod(QUOTA_NS).items  # no pod was ever made
+            finally:
+                backend.delete_job(name, kind=kind)
+
+            def job_deleted() -> bool:
+                try:
+                    backend.get_job(name, kind=kind)
+                    return False
+                except cluster.NotFoundError:
+                    return True
+            wait_until(f"{kind} {name} to be deleted", job_deleted, 120)
+    finally:
+        backend.delete([manifests.namespace(QUOTA_NS)])
+        wait_until(f"namespace {QUOTA_NS} to be deleted", gone, timeout=180, every=2)

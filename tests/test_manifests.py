@@ -118,7 +118,7 @@ def test_yaml_reads_top_down():
 def test_builtin_objects_pass_strict_validation(version):
     builtin = [o for o in all_objects() if o["apiVersion"] not in CUSTOM_API_VERSIONS]
     kinds = {o["kind"] for o in builtin}
-    assert kinds == {"Namespace", "PersistentVolumeClaim", "Job", "Service", "Deployment"}
+    assert kinds == {"Namespace", "PersistentVolumeClaim", "Job", "Service", "Deployment", "ConfigMap"}
     for obj in builtin:
         validate_builtin(obj, version)
 
@@ -371,24 +371,58 @@ def test_every_object_and_pod_has_the_labels_a_backend_selects_on():
 
 
 def test_serving_and_tensorboard():
-    deployment, service = m.model_server()
+    config_map, deployment, service = m.model_server()
+    assert [config_map["kind"], deployment["kind"], service["kind"]] == ["ConfigMap", "Deployment", "Service"]
     container = deployment["spec"]["template"]["spec"]["containers"][0]
-    assert container["image"].startswith("tensorflow/serving:")
+    assert container["image"] == m.SERVING_IMAGE == "tensorflow/serving:2.20.0"
     assert container["command"] == ["tensorflow_model_server"]
-    assert container["args"] == ["--port=8500", "--rest_api_port=8501", "--model_name=mnist",
-                                 "--model_base_path=/outputs/export/mnist"]
+    # The model config file, not --model_name/--model_base_path (TF Serving ignores those beside it).
+    assert container["args"] == ["--port=8500", "--rest_api_port=8501",
+                                 "--model_config_file=/etc/tensorflow-serving/models.config",
+                                 "--model_config_file_poll_wait_seconds=30"]
     assert container["readinessProbe"]["httpGet"] == {"path": "/v1/models/mnist", "port": "http"}
     assert [p["port"] for p in service["spec"]["ports"]] == [8500, 8501]
-    course = m.model_server(image=m.DEFAULT_IMAGE)[0]["spec"]["template"]["spec"]["containers"][0]
+    course = m.model_server(image=m.DEFAULT_IMAGE)[1]["spec"]["template"]["spec"]["containers"][0]
     assert course["command"] == ["python", "-m", "mnist_lib.serve"]
     assert course["args"] == container["args"] + ["--host=0.0.0.0"]  # reachable from the Service
-    for image in ("docker.io/tensorflow/serving:2.18.0-gpu", "localhost:5000/tensorflow/serving",
+    for image in ("docker.io/tensorflow/serving:2.20.0-gpu", "localhost:5000/tensorflow/serving",
                   "tensorflow/serving@sha256:" + "0" * 64):
-        assert m.model_server(image=image)[0]["spec"]["template"]["spec"]["containers"][0]["command"] == \
+        assert m.model_server(image=image)[1]["spec"]["template"]["spec"]["containers"][0]["command"] == \
             ["tensorflow_model_server"], image
     tb = m.tensorboard()[0]["spec"]["template"]["spec"]["containers"][0]
     assert tb["command"][:3] == ["tensorboard", "--logdir", "/outputs"]
     assert tb["volumeMounts"][0]["readOnly"] is True
+
+
+def test_model_server_config_map_is_tf_servings_model_config_mounted_where_the_server_reads_it():
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    config_map, deployment, _ = m.model_server(model_base_path="/outputs/serving/mnist")
+    assert config_map["metadata"]["name"] == "mnist-serving-config"  # from the Deployment's name
+    assert config_map["metadata"]["labels"] == m.labels("mnist-serving-config", "serving")
+    text = config_map["data"]["models.config"]
+    config = text_format.Parse(text, model_server_config_pb2.ModelServerConfig())  # the official proto
+    assert text == text_format.MessageToString(config)  # exactly the official text format
+    (model,) = config.model_config_list.config
+    assert (model.name, model.base_path, model.model_platform) == ("mnist", "/outputs/serving/mnist", "tensorflow")
+    assert model.model_version_policy.WhichOneof("policy_choice") == "all"  # default: a client may ask for v1
+    pod = deployment["spec"]["template"]["spec"]
+    assert {"name": "serving-config", "configMap": {"name": "mnist-serving-config"}} in pod["volumes"]
+    mount = next(v for v in pod["containers"][0]["volumeMounts"] if v["name"] == "serving-config")
+    assert mount == {"name": "serving-config", "mountPath": "/etc/tensorflow-serving", "readOnly": True}
+    assert "subPath" not in mount  # a subPath mount would never see the ConfigMap change
+    flag = next(a for a in pod["containers"][0]["args"] if a.startswith("--model_config_file="))
+    assert flag == f"--model_config_file={mount['mountPath']}/{next(iter(config_map['data']))}"
+    # The other policies TF Serving knows:
+    for policy, expected in (("latest", "latest"), ([2, 1], "specific")):
+        text = m.model_server(version_policy=policy)[0]["data"]["models.config"]
+        chosen = text_format.Parse(text, model_server_config_pb2.ModelServerConfig()) \
+            .model_config_list.config[0].model_version_policy
+        assert chosen.WhichOneof("policy_choice") == expected
+    assert list(chosen.specific.versions) == [1, 2]
+    # The rendered file shows the config as a readable block, as a learner would write it.
+    assert "  models.config: |\n    model_config_list {\n" in m.render_all()["serving.yaml"]
 
 
 # -- bad input gets a clear message at the boundary ---------------------------------------
@@ -425,6 +459,10 @@ def test_longest_valid_names_are_accepted():
     (lambda: m.training_job("a", m.TrainConfig()), m.ManifestError, "not under /outputs"),
     (lambda: m.tensorboard(log_dir="/tmp/logs"), m.ManifestError, "not under /outputs"),
     (lambda: m.model_server(model_name="MNIST"), m.ManifestError, "model_name"),
+    (lambda: m.model_server(version_policy="newest"), m.ManifestError, "version_policy"),
+    (lambda: m.model_server(version_policy=[]), m.ManifestError, "version numbers"),
+    (lambda: m.model_server(model_base_path="/models/mnist"), m.ManifestError, "not under /outputs"),
+    (lambda: m.model_server("s" * 57), m.ManifestError, "too long"),  # s..s-config: 64 characters
     (lambda: m.volume_claim(size="5 GB"), m.ManifestError, "storage size"),
     (lambda: m.katib_experiment(learning_rates=(0.01, 2.0)), ConfigError, "--learning-rate"),
     (lambda: m.katib_experiment(algorithm="bayes"), m.ManifestError, "algorithm"),
@@ -455,18 +493,19 @@ def test_indexed_job_tf_config_matches_the_operators():
                (theirs.strategy, theirs.task_type, theirs.task_index) == (MULTI_WORKER, WORKER, index)
         assert ours.is_chief == theirs.is_chief == (index == 0)
         assert {k: len(v) for k, v in ours.cluster.items()} == {k: len(v) for k, v in theirs.cluster.items()}
-        # Same port, and each host is this pod's stable DNS name: <job>-<index>.<service>.<ns>.svc
+        # Same port, and each host is this pod's stable DNS name <job>-<index>.<service>, which the
+        # namespace's DNS search path completes to <job>-<index>.<service>.<ns>.svc
         for i, (host, their_host) in enumerate(zip(ours.cluster["worker"], theirs.cluster["worker"])):
-            assert host == f"{name}-{i}.{name}.team-a.svc:2222"
+            assert host == f"{name}-{i}.{name}:2222"
             assert host.rsplit(":", 1)[1] == their_host.rsplit(":", 1)[1]
 
 
 def test_serving_image_override(monkeypatch):
     """MNIST_SERVING_IMAGE replaces the official image (and so the command); the rendered file stays official."""
     monkeypatch.setenv("MNIST_SERVING_IMAGE", "mnist-course:latest")
-    container = m.model_server()[0]["spec"]["template"]["spec"]["containers"][0]
+    container = m.model_server()[1]["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "mnist-course:latest"
     assert container["command"] == m.COURSE_SERVER
-    assert "image: tensorflow/serving:2.18.0" in m.render_all()["serving.yaml"]
+    assert "image: tensorflow/serving:2.20.0" in m.render_all()["serving.yaml"]
     monkeypatch.setenv("MNIST_SERVING_IMAGE", "")
     assert m.serving_image() == m.SERVING_IMAGE

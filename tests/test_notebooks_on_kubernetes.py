@@ -9,19 +9,22 @@ backend's), the operator-free Indexed Job, TensorBoard reached through the
 backend's port-forward, the model server Deployment answering the client, and a
 sweep of TFJobs.
 
-How it runs, as a learner with kind and an extraMount of the outputs folder would:
-the notebooks see the cluster's shared volume as their output folder
-(``MNIST_OUTPUT_DIR=<the volume's host folder>``), so ``paths.output_dir()`` in the
-kernel and ``/outputs`` in the pods are the same files. One extra sanitiser rule,
-built here, writes that folder as ``outputs`` (what it is for the notebooks); every
+How it runs, as a learner with a kubeconfig to a shared cluster would: in a namespace
+of their own (``MNIST_NAMESPACE=attendee-1``, not the default ``mnist``), with a
+notebook output folder that is a fresh local folder, **not** the pods' volume. The
+claim ``mnist-outputs`` is provisioned by the cluster's default StorageClass, and
+everything the chapters read or write on it goes through the backend (the volume
+helper pod: ``mnist_lib.cluster.volume``). One extra sanitiser rule, built here,
+writes that local folder as ``outputs`` (what it is for the stored outputs); every
 other rule is ``tests/nbval_sanitize.cfg``'s.
 
-Chapter 01 runs first, in the same environment: chapters 04, 05 and 06 compare
-with (or serve) its CNN, which must therefore be on the volume. Its own fallbacks
-(a stand-in model) would print other numbers than the stored ones.
+Chapter 01 runs first, in the same environment: it trains in the kernel, and chapters
+04, 05 and 06 compare with (or serve) its CNN; chapter 05 puts it on the volume for
+TensorBoard's pod. Its own fallbacks (a stand-in model) would print other numbers
+than the stored ones.
 
 The cluster comes from the session fixture ``real_cluster`` (tests/real_cluster.py:
-kubeconfig, the volume's host folder, and the environment above).
+the kubeconfig and the environment that points the course at it).
 
 The chapters run in order in ONE pytest subprocess (a kernel per notebook, as
 ``make test`` does), with a JUnit report; then one test per chapter reports that
@@ -49,6 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SANITIZE = ROOT / "tests" / "nbval_sanitize.cfg"
 ARTIFACTS = ROOT / "test-artifacts"
 PREREQUISITES = ("01_train_locally",)
+NAMESPACE = "attendee-1"  # a learner's own namespace on a shared cluster: not the default "mnist"
 CHAPTERS = ("03_run_a_job", "04_distributed_training", "05_tensorboard", "06_serving",
             "07_hyperparameter_sweeps")
 TIMEOUT = 3600  # the whole run; chapters 03-07 take about 10-15 min on 2 cores
@@ -56,17 +60,17 @@ TIMEOUT = 3600  # the whole run; chapters 03-07 take about 10-15 min on 2 cores
 pytestmark = pytest.mark.real_cluster
 
 
-def sanitizer_with_volume(volume: Path, target: Path) -> Path:
-    """tests/nbval_sanitize.cfg, preceded by one rule: the volume's folder is the notebooks' ``outputs``.
+def sanitizer_with_outputs(outputs: Path, target: Path) -> Path:
+    """tests/nbval_sanitize.cfg, preceded by one rule: this run's output folder is the notebooks' ``outputs``.
 
-    The stored (local) outputs print ``outputs/serving/mnist``; here the same folder is
-    the volume, printed as its absolute path (or the path a symlink resolves to).
+    The stored (local) outputs print ``outputs/ch01-local/...``; here the output folder is
+    elsewhere, printed as its absolute path (or the path a symlink resolves to).
     The rule is first, before ``[tmp-paths]`` would turn it into ``<TMP>``.
     """
-    spellings = sorted({str(volume), str(volume.resolve())}, key=len, reverse=True)
+    spellings = sorted({str(outputs), str(outputs.resolve())}, key=len, reverse=True)
     pattern = "(" + "|".join(re.escape(s) for s in spellings) + ")"
-    rule = ("# Added by tests/test_notebooks_on_kubernetes.py: MNIST_OUTPUT_DIR is the cluster's volume.\n"
-            f"[volume-is-outputs]\nregex: {pattern}\nreplace: outputs\n\n")
+    rule = ("# Added by tests/test_notebooks_on_kubernetes.py: MNIST_OUTPUT_DIR is a fresh local folder.\n"
+            f"[outputs-folder]\nregex: {pattern}\nreplace: outputs\n\n")
     target.write_text(rule + SANITIZE.read_text())
     return target
 
@@ -100,19 +104,28 @@ def _parse_report(report: Path) -> dict[str, ChapterRun]:
 def chapter_runs(real_cluster: RealCluster, tmp_path_factory: pytest.TempPathFactory) -> dict[str, ChapterRun]:
     """Run chapter 01 and chapters 03-07, in order, under nbval against the cluster; parse the report."""
     work = tmp_path_factory.mktemp("k8s-notebooks")
-    sanitize = sanitizer_with_volume(real_cluster.volume, work / "nbval_sanitize.cfg")
+    # The kernel's output folder is a fresh local one; the pods' volume is the claim that the
+    # cluster's default StorageClass provisions (read and written through the backend).
+    outputs = work / "outputs"
+    outputs.mkdir()
+    sanitize = sanitizer_with_outputs(outputs, work / "nbval_sanitize.cfg")
     report = work / "report.xml"
     notebooks = [f"notebooks/{name}.ipynb" for name in PREREQUISITES + CHAPTERS]
     command = [sys.executable, "-m", "pytest", "-o", "addopts=", "-p", "no:cacheprovider",
                "--nbval", "--current-env", "--nbval-sanitize-with", str(sanitize),
                "--nbval-cell-timeout", "900", f"--junitxml={report}", "-q", *notebooks]
-    env = {**os.environ, **real_cluster.env}
+    env = {**os.environ, **real_cluster.env, "MNIST_OUTPUT_DIR": str(outputs), "MNIST_NAMESPACE": NAMESPACE}
     ARTIFACTS.mkdir(exist_ok=True)
     log = ARTIFACTS / "kubernetes-chapters.log"
     started = time.monotonic()
-    with log.open("w") as out:
-        completed = subprocess.run(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                   timeout=TIMEOUT)
+    try:
+        with log.open("w") as out:
+            completed = subprocess.run(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                       timeout=TIMEOUT)
+    finally:  # the namespace, its claim and the volume helper pod go with the run
+        from mnist_lib import manifests
+
+        real_cluster.backend(NAMESPACE).delete([manifests.namespace(NAMESPACE)])
     total = time.monotonic() - started
     if not report.is_file():
         pytest.fail(f"nbval did not run (exit {completed.returncode}); see {log}")

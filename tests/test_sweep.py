@@ -143,8 +143,9 @@ def test_tfjob_sweep_every_replica_gets_its_trial_and_a_failure_is_contained(bac
         if trial.status != SUCCEEDED:
             continue
         # Its own exported model, and a full curve read from its own event files.
-        assert Path(trial.export_path).parent == outputs / trial.name / "export" / "mnist"
-        assert (Path(trial.export_path) / "saved_model.pb").is_file()
+        # (as pods name it: on the volume, which is `outputs` on the local backend)
+        assert trial.export_path == f"/outputs/{trial.name}/export/mnist/1"
+        assert (paths.on_this_machine(trial.export_path) / "saved_model.pb").is_file()
         assert [s for s, _ in trial.curve] == [1, 2] and trial.val_accuracy > 0.7
         assert trial.test_accuracy > 0.7
         # At run time too: each worker's log says it trained *this* trial's model.
@@ -202,10 +203,10 @@ def test_promote_best_model_and_serve_it(early_stopping_sweep, outputs):
     base.mkdir(parents=True)
     with ModelServer(base, poll_interval=0.2) as server:  # started before any version exists
         first = promote(best)
-        assert first == base / "1" and (first / "saved_model.pb").is_file()
+        assert str(first) == "/outputs/serving/mnist/1" and (base / "1" / "saved_model.pb").is_file()
         server.wait_for_version(1, timeout=30)
         second = promote(best)  # promoting again makes a new version, never overwrites
-        assert second == base / "2"
+        assert str(second) == "/outputs/serving/mnist/2"
         server.wait_for_version(2, timeout=30)
         assert not [p for p in base.iterdir() if p.name.startswith(".")], "staging folder left behind"
         client = PredictionClient(port=server.grpc_port, host="127.0.0.1")

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import COURSE_ROOT, QUICK_TRAINING, free_port, run_dirs, run_train
 from mnist_lib import tf_config
-from mnist_lib.train import read_history, read_result
+from mnist_lib.runs import load_history as read_history, load_result as read_result
 
 
 def test_run_writes_history_result_logs_and_export(quick_run):

@@ -29,14 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence, Union
 
+from mnist_lib import settings
+
 BACKEND_ENV = "MNIST_BACKEND"
-NAMESPACE_ENV = "MNIST_NAMESPACE"
 BACKENDS = ("local", "kubernetes")
-FALLBACK_NAMESPACE = "mnist"  # same as manifests.DEFAULT_NAMESPACE
 
 # The job kinds the backends know how to follow, and the other kinds they apply.
 JOB_KINDS = ("Job", "TFJob")
-OTHER_KINDS = ("Namespace", "Service", "Deployment", "PersistentVolumeClaim")
 
 # Conditions, in the Kubeflow spelling (a batch/v1 Job's "Complete" is reported as "Succeeded").
 CREATED, RUNNING, RESTARTING, SUCCEEDED, FAILED = "Created", "Running", "Restarting", "Succeeded", "Failed"
@@ -46,7 +45,7 @@ Manifest = Mapping[str, Any]
 Objects = Union[Manifest, Sequence[Manifest]]
 
 INSTALL_OPERATOR = ('kubectl apply --server-side -k '
-                    '"github.com/kubeflow/training-operator.git/manifests/overlays/standalone?ref=v1.9.3"')
+                    '"github.com/kubeflow/training-operator.git/manifests/overlays/standalone?ref=v1.9.4"')
 
 
 # -- errors: what went wrong and what to do next ---------------------------------
@@ -83,8 +82,32 @@ class NotFoundError(ClusterError, LookupError):
     """No such job, pod or service."""
 
 
-class ImagePullError(ClusterError):
+class PodStuckError(ClusterError):
+    """A pod of the job cannot start, or cannot even be created, and will not by itself.
+
+    Kubernetes does not fail such a job: it waits for ever. ``wait_for_job_conditions``
+    raises this (or one of its subclasses) within seconds instead, saying what is wrong,
+    with the values, and what to do; the job itself is left as it is (delete it).
+    The diagnoses are in :mod:`mnist_lib.cluster.diagnose`.
+    """
+
+
+class ImagePullError(PodStuckError):
     """A pod's container image cannot be pulled."""
+
+
+class VolumeError(PodStuckError):
+    """A pod's volume claim cannot be bound (no such StorageClass, no default one, the provisioner
+    fails) or its volume cannot be attached or mounted (ReadWriteOnce, already on another node)."""
+
+
+class UnschedulableError(PodStuckError):
+    """No node can take a pod: it asks for more CPU or memory than any node has (or has free), or
+    taints or a node selector rule every node out."""
+
+
+class QuotaError(PodStuckError):
+    """The namespace's ResourceQuota (or LimitRange) refuses the job's pods: they are never created."""
 
 
 class JobFailedError(ClusterError):
@@ -160,6 +183,24 @@ def as_list(objects: Objects) -> list[dict[str, Any]]:
                 "each object needs apiVersion, kind and metadata.name (build them with "
                 f"mnist_lib.manifests); got {str(obj)[:200]}")
     return [dict(obj) for obj in items]
+
+
+def in_namespace(obj: Manifest, namespace: str) -> dict[str, Any]:
+    """``obj`` placed in the backend's ``namespace``; one built for another namespace is refused.
+
+    The course's objects carry no namespace (:mod:`mnist_lib.manifests`): like
+    ``kubectl apply -n``, the backend puts them in its own, ``MNIST_NAMESPACE``.
+    An object naming another one would land where this backend never looks.
+    """
+    if obj["kind"] == "Namespace":
+        return dict(obj)
+    given = (obj.get("metadata") or {}).get("namespace")
+    if given and given != namespace:
+        raise InvalidObjectError(
+            f"{obj['kind']} {obj['metadata']['name']} is for namespace {given!r}, but this backend works in "
+            f"{namespace!r} ({settings.NAMESPACE_ENV}): build it without namespace=..., or set "
+            f"{settings.NAMESPACE_ENV}={given} before the first get_backend() of the kernel.")
+    return {**obj, "metadata": {**obj["metadata"], "namespace": namespace}}
 
 
 def job_in(objects: Sequence[Manifest]) -> Manifest:
@@ -239,7 +280,7 @@ def get_backend(name: str | None = None, namespace: str | None = None):
     owns the processes it started, so every notebook cell must talk to the same one.
     """
     chosen = backend_name(name)
-    namespace = namespace or os.environ.get(NAMESPACE_ENV) or FALLBACK_NAMESPACE
+    namespace = settings.check_dns_label(namespace, "namespace") if namespace else settings.namespace()
     key = f"{chosen}/{namespace}"
     if key not in _backends:
         if chosen == "local":
@@ -317,6 +358,7 @@ __all__ = [
     "BACKEND_ENV", "INSTALL_OPERATOR", "CREATED", "RUNNING", "RESTARTING", "SUCCEEDED", "FAILED",
     "ClusterError", "NoClusterError", "ClusterUnreachableError", "OperatorMissingError",
     "ForbiddenError", "ConflictError", "InvalidObjectError", "NotFoundError", "ImagePullError",
+    "PodStuckError", "VolumeError", "UnschedulableError", "QuotaError",
     "JobFailedError", "JobTimeoutError", "JobStatus", "ReplicaStatus",
     "get_backend", "prepare_namespace", "describe_backend", "backend_name", "cluster_configured",
 ]

@@ -7,13 +7,12 @@ top of ``get_job``, so both backends report progress and failures the same way.
 
 from __future__ import annotations
 
-import json
 import time
-import uuid
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from mnist_lib import paths, runs
 from mnist_lib.cluster import (FAILED, SUCCEEDED, ClusterError, JobFailedError, JobStatus, JobTimeoutError, Manifest,
                                NotFoundError, Objects, as_list, job_in, main_replica, replica_specs)
 
@@ -89,13 +88,28 @@ class Backend(ABC):
                     kind: str | None = None) -> dict[str, str]:
         """The environment a replica was given: TF_CONFIG, JOB_COMPLETION_INDEX, MNIST_* variables."""
 
+    # -- the shared volume, mounted at /outputs in every pod ----------------
     @abstractmethod
-    def read_output(self, path: str) -> str:
-        """The text of a file on the shared volume, e.g. ``/outputs/ch03-job/checkpoints/result.json``."""
+    def pull(self, *volume_paths: str, missing_ok: bool = False) -> list[Path]:
+        """Make ``/outputs/...`` files or folders readable here; return where they are on this machine.
+
+        Locally the volume *is* the output folder: nothing moves. On a cluster the
+        files come through the API (changed ones only) into the output folder.
+        A missing path raises :class:`NotFoundError`; with ``missing_ok`` it is left
+        out of the answer instead."""
 
     @abstractmethod
-    def clear_outputs(self, config: Any) -> None:
-        """Delete a run's checkpoints, logs and export on the shared volume, to train it from scratch."""
+    def put(self, local_folder: Path | str, dest: str, version: bool = False) -> str:
+        """Copy a folder of this machine to ``dest`` on the volume, or to its next numbered version
+        if ``version``; staged and renamed into place (a server never sees half a model)."""
+
+    @abstractmethod
+    def copy_version(self, source: str, dest: str) -> str:
+        """Copy a folder of the volume to ``dest``'s next numbered version, on the volume."""
+
+    @abstractmethod
+    def remove_outputs(self, volume_paths: Iterable[str]) -> None:
+        """Delete paths under ``/outputs`` on the volume (and this machine's copies). Missing ones are fine."""
 
     @abstractmethod
     def supports_tfjob(self) -> bool:
@@ -146,46 +160,6 @@ class Backend(ABC):
                         time.sleep(0.5)
         return envs
 
-    def shares_output_dir(self) -> bool:
-        """Do this notebook's output folder and the pods' ``/outputs`` hold the same files?
-
-        True locally (``/outputs`` *is* the output folder), and on a cluster whose
-        volume is mounted here as ``MNIST_OUTPUT_DIR`` (kind with an extraMount, the
-        course's test cluster). Checked for real: a file written here must be read
-        back through the backend (on a cluster by a short-lived pod), so a notebook
-        never copies a model where no pod will find it.
-        """
-        from mnist_lib import paths
-        from mnist_lib.manifests import OUTPUT_MOUNT
-
-        token = uuid.uuid4().hex
-        probe = paths.output_dir() / f".shared-check-{token}"
-        try:
-            probe.parent.mkdir(parents=True, exist_ok=True)
-            probe.write_text(token)
-        except OSError:
-            return False
-        try:
-            return self.read_output(f"{OUTPUT_MOUNT}/{probe.name}") == token
-        except NotFoundError:
-            return False
-        finally:
-            probe.unlink(missing_ok=True)
-
-    def require_shared_output_dir(self, folder: Path | str) -> None:
-        """Raise :class:`ClusterError` unless the pods see ``folder`` (under this notebook's
-        output folder) at the same place under ``/outputs``; the message gives the two ways out."""
-        if self.shares_output_dir():
-            return
-        from mnist_lib import paths
-        from mnist_lib.manifests import OUTPUT_MOUNT
-
-        inside = Path(folder).resolve().relative_to(paths.output_dir().resolve())
-        raise ClusterError(
-            f"the cluster's volume is not {paths.output_dir()}: copy {inside} into it first, e.g.\n"
-            f"  kubectl -n {self.namespace} cp {folder} <a pod mounting mnist-outputs>:{OUTPUT_MOUNT}/{inside}\n"
-            "or set MNIST_OUTPUT_DIR to the folder the volume is mounted on, and run this chapter again.")
-
     # -- built on the primitives --------------------------------------------
     def create_job(self, objects: Objects) -> str:
         """Submit a Job or TFJob (with companions such as its headless Service); return the job's name."""
@@ -231,12 +205,18 @@ class Backend(ABC):
                     "Look at its logs (get_job_logs), wait again, or delete it (delete_job).")
             time.sleep(polling_interval)
 
+    def read_output(self, path: str) -> str:
+        """The text of a file on the shared volume, e.g. ``/outputs/ch03-job/checkpoints/result.json``."""
+        return self.pull(path)[0].read_text()
+
     def read_result(self, config: Any) -> dict[str, Any] | None:
         """A finished run's ``result.json`` (test accuracy, timings...), or None if there is none yet."""
-        try:
-            return json.loads(self.read_output(f"{config.model_dir}/result.json"))
-        except NotFoundError:
-            return None
+        return runs.read_result(config.model_dir, backend=self)
+
+    def clear_outputs(self, config: Any) -> None:
+        """Delete a run's checkpoints, logs and export on the shared volume, to train it from scratch."""
+        self.remove_outputs([paths.on_volume(folder) for folder in (config.model_dir, config.log_dir,
+                                                                      config.export_dir)])
 
     def check_pods(self, status: JobStatus) -> None:
         """Raise early for pod problems that never end by themselves (e.g. image pull errors)."""

@@ -25,8 +25,8 @@ import select
 import socket
 import threading
 import time
-import uuid
-from typing import Any, Iterator, Mapping
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping
 from urllib.parse import quote
 
 import pydantic
@@ -40,8 +40,11 @@ from websocket import WebSocketException
 from mnist_lib.cluster import (CREATED, FAILED, INSTALL_OPERATOR, RUNNING, SUCCEEDED, ClusterError,
                                ClusterUnreachableError, ConflictError, ForbiddenError, ImagePullError,
                                InvalidObjectError, JobStatus, NoClusterError, NotFoundError, Objects,
-                               OperatorMissingError, ReplicaStatus, as_list, canonical_replica, main_replica)
+                               OperatorMissingError, ReplicaStatus, as_list, canonical_replica, in_namespace,
+                               main_replica)
+from mnist_lib.cluster import diagnose
 from mnist_lib.cluster.base import Backend, PortForward
+from mnist_lib.cluster.volume import VolumeClient, websocket_headers
 
 FIELD_MANAGER = "mnist-course"
 APPLY_PATCH = "application/apply-patch+yaml"
@@ -49,7 +52,8 @@ TFJOB = ("kubeflow.org", "v1", "tfjobs")  # group, version, plural
 TFJOB_CONTAINER = "tensorflow"  # the container the operator gives TF_CONFIG to
 # Waiting reasons of a container that will not start by itself.
 # ErrImageNeverPull: imagePullPolicy Never and the image is not on the node (kind load it).
-IMAGE_PULL_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
+IMAGE_PULL_REASONS = diagnose.IMAGE_PULL_REASONS
+VOLUME_START_TIMEOUT = 180.0  # the volume helper pod's first start (an image pull on a fresh node)
 
 
 def load_api_client(context: str | None = None) -> client.ApiClient:
@@ -82,6 +86,8 @@ class KubernetesBackend(Backend):
         self.custom = client.CustomObjectsApi(self.api_client)
         self._kinds: dict[str, str] = {}  # job name -> kind, for the jobs this client created
         self._companions: dict[str, list[dict[str, Any]]] = {}  # job name -> objects submitted with it
+        self._volume: VolumeClient | None = None
+        self._volume_pod_ready = False
 
     def describe(self) -> str:
         return f"API server {self.api_client.configuration.host}, namespace {self.namespace}"
@@ -155,10 +161,9 @@ class KubernetesBackend(Backend):
         items = as_list(objects)
         applied = []
         for obj in items:
+            obj = in_namespace(obj, self.namespace)  # the path and the body must agree on the namespace
             kind, name = obj["kind"], obj["metadata"]["name"]
             namespace = obj["metadata"].get("namespace") or self.namespace
-            if kind != "Namespace":  # the path and the body must agree on the namespace
-                obj = {**obj, "metadata": {**obj["metadata"], "namespace": namespace}}
             with self._errors("create", kind, name, namespace):
                 self._apply_one(kind, name, namespace, obj)
             if kind in ("Job", "TFJob"):
@@ -173,6 +178,10 @@ class KubernetesBackend(Backend):
             self.core.patch_namespace(name, obj, **apply)
         elif kind == "Service":
             self.core.patch_namespaced_service(name, namespace, obj, **apply)
+        elif kind == "Pod":
+            self.core.patch_namespaced_pod(name, namespace, obj, **apply)
+        elif kind == "ConfigMap":
+            self.core.patch_namespaced_config_map(name, namespace, obj, **apply)
         elif kind == "PersistentVolumeClaim":
             self.core.patch_namespaced_persistent_volume_claim(name, namespace, obj, **apply)
         elif kind == "Deployment":
@@ -183,7 +192,7 @@ class KubernetesBackend(Backend):
             self.custom.patch_namespaced_custom_object(*TFJOB[:2], namespace, TFJOB[2], name, obj, **apply)
         else:
             raise InvalidObjectError(f"this course does not apply {kind} objects; known: Namespace, Service, "
-                                     "PersistentVolumeClaim, Deployment, Job, TFJob")
+                                     "Pod, ConfigMap, PersistentVolumeClaim, Deployment, Job, TFJob")
 
     def delete(self, objects: Objects) -> None:
         """Delete objects (last first), with their pods; objects already gone are fine."""
@@ -201,6 +210,10 @@ class KubernetesBackend(Backend):
                     self.core.delete_namespace(name, body=body)
                 elif kind == "Service":
                     self.core.delete_namespaced_service(name, namespace, body=body)
+                elif kind == "Pod":
+                    self.core.delete_namespaced_pod(name, namespace, body=body)
+                elif kind == "ConfigMap":
+                    self.core.delete_namespaced_config_map(name, namespace, body=body)
                 elif kind == "PersistentVolumeClaim":
                     self.core.delete_namespaced_persistent_volume_claim(name, namespace, body=body)
                 elif kind == "Deployment":
@@ -284,17 +297,27 @@ class KubernetesBackend(Backend):
         return counts
 
     def check_pods(self, status: JobStatus) -> None:
-        """Raise :class:`ImagePullError` if a pod of the job cannot pull its image (it would wait forever)."""
-        for pod in self._pods(self._selector(status.kind, status.name)):
-            for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-                waiting = (cs.get("state") or {}).get("waiting") or {}
-                if waiting.get("reason") in IMAGE_PULL_REASONS:
-                    raise ImagePullError(
-                        f"pod {pod['metadata']['name']} cannot pull image {cs.get('image')!r} "
-                        f"({waiting['reason']}: {waiting.get('message', '')}). Check the image name and tag, "
-                        "that it was pushed to a registry the cluster can reach (with kind: "
-                        "`kind load docker-image IMAGE`), and imagePullSecrets for a private registry. "
-                        f"The job keeps trying: delete it with delete_job({status.name!r}).")
+        """Raise a :class:`PodStuckError` (:class:`ImagePullError`, :class:`VolumeError`,
+        :class:`UnschedulableError`, :class:`QuotaError`) when a pod of the job cannot start, or
+        cannot be created, and never will by itself. See :mod:`mnist_lib.cluster.diagnose`."""
+        problem = self.stalls.check_job(status.kind, status.name, status.phase)
+        if problem:
+            raise problem
+
+    def diagnose_pod(self, pod: Mapping[str, Any], job: str | None = None) -> ClusterError | None:
+        """Why ``pod`` (its JSON, as read from the API) cannot start, or None: the error to raise.
+
+        For any loop that waits for a pod of its own (e.g. a helper pod): call it on every
+        poll; it looks closer (events, claims, nodes) only after a few seconds of Pending,
+        and at most every few seconds."""
+        return self.stalls.check_pod(pod, job)
+
+    @property
+    def stalls(self) -> diagnose.StallWatch:
+        """The pod diagnoses of this backend (one: it keeps how long each pod has waited)."""
+        if "_stalls" not in self.__dict__:
+            self._stalls = diagnose.StallWatch(self)
+        return self._stalls
 
     # -- logs -------------------------------------------------------------------------
     def _pod_of(self, name: str, replica: str | None, index: int, kind: str | None) -> tuple[str, str | None]:
@@ -354,65 +377,68 @@ class KubernetesBackend(Backend):
             return False
 
     # -- the shared volume ---------------------------------------------------------------
-    def read_output(self, path: str) -> str:
-        """Read a file on the volume with a short-lived pod that mounts it (the notebook cannot)."""
-        code = ("import sys, pathlib\np = pathlib.Path(sys.argv[1])\n"
-                "sys.exit(3) if not p.is_file() else print(p.read_text(), end='')")
-        text, code_ = self._run_on_volume(["python", "-c", code, str(path)])
-        if code_ == 3:
-            raise NotFoundError(f"{path} does not exist on the shared volume")
-        return text
+    # The notebook cannot mount it: files travel through one long-lived helper pod
+    # (mnist_lib.cluster.volume). Each call is one exec, never a new pod.
+    @property
+    def volume(self) -> VolumeClient:
+        if self._volume is None:
+            self._volume = VolumeClient(self.api_client.configuration, self.namespace, self._volume_pod)
+        return self._volume
 
-    def clear_outputs(self, config: Any) -> None:
-        code = "import shutil, sys\nfor p in sys.argv[1:]: shutil.rmtree(p, ignore_errors=True)"
-        self._run_on_volume(["python", "-c", code, str(config.model_dir), str(config.log_dir),
-                             str(config.export_dir)])
+    def pull(self, *volume_paths: str, missing_ok: bool = False) -> list[Path]:
+        return self.volume.pull(*volume_paths, missing_ok=missing_ok)
 
-    def _run_on_volume(self, command: list[str], timeout: float = 180) -> tuple[str, int]:
-        """Run ``command`` in a throwaway pod of the course image with the shared claim at /outputs."""
+    def put(self, local_folder: Path | str, dest: str, version: bool = False) -> str:
+        return self.volume.put(Path(local_folder), dest, version)
+
+    def copy_version(self, source: str, dest: str) -> str:
+        return self.volume.copy_version(source, dest)
+
+    def remove_outputs(self, volume_paths: Iterable[str]) -> None:
+        self.volume.remove(list(volume_paths))
+
+    def _volume_pod(self, timeout: float = VOLUME_START_TIMEOUT) -> str:
+        """The helper pod's name, once it runs: reused if it does, (re)created if not."""
         from mnist_lib import manifests
 
-        name = f"mnist-volume-{uuid.uuid4().hex[:8]}"
-        pod = {"apiVersion": "v1", "kind": "Pod",
-               "metadata": {"name": name, "namespace": self.namespace,
-                            "labels": manifests.labels(name, "volume-helper")},
-               "spec": {"restartPolicy": "Never",
-                        "securityContext": {"runAsNonRoot": True, "runAsUser": manifests.NON_ROOT_USER,
-                                            "fsGroup": manifests.NON_ROOT_USER,
-                                            "seccompProfile": {"type": "RuntimeDefault"}},
-                        "containers": [{"name": "helper", "image": manifests.DEFAULT_IMAGE,
-                                        "imagePullPolicy": "IfNotPresent", "command": command,
-                                        "securityContext": {"allowPrivilegeEscalation": False,
-                                                            "capabilities": {"drop": ["ALL"]}},
-                                        "volumeMounts": [{"name": "outputs",
-                                                          "mountPath": manifests.OUTPUT_MOUNT}]}],
-                        "volumes": [{"name": "outputs", "persistentVolumeClaim": {
-                            "claimName": manifests.VOLUME_CLAIM}}]}}
-        with self._errors("create", "Pod", name):
-            self.core.create_namespaced_pod(self.namespace, pod)
-        try:
-            deadline = time.monotonic() + timeout
-            while True:
+        pod = manifests.volume_helper()
+        name = pod["metadata"]["name"]
+        if self._volume_pod_ready:
+            return name
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
                 with self._errors("get", "Pod", name):
-                    status = self.api_client.sanitize_for_serialization(
-                        self.core.read_namespaced_pod(name, self.namespace)).get("status") or {}
-                if status.get("phase") in ("Succeeded", "Failed"):
-                    break
-                for cs in status.get("containerStatuses") or []:
-                    reason = ((cs.get("state") or {}).get("waiting") or {}).get("reason")
-                    if reason in IMAGE_PULL_REASONS:
-                        raise ImagePullError(f"the helper pod cannot pull {manifests.DEFAULT_IMAGE} ({reason}): "
-                                             "load the course image into the cluster first (chapter 02)")
-                if time.monotonic() > deadline:
-                    raise ClusterError(f"pod {name} did not finish in {timeout:.0f} s (is the volume "
-                                       f"{manifests.VOLUME_CLAIM} bound? `kubectl -n {self.namespace} describe pod {name}`)")
+                    current = self.api_client.sanitize_for_serialization(
+                        self.core.read_namespaced_pod(name, self.namespace))
+            except NotFoundError:
+                self.apply(pod)
+                continue
+            status = current.get("status") or {}
+            phase = status.get("phase")
+            if phase == "Running" and all(cs.get("ready") for cs in status.get("containerStatuses") or [{}]):
+                self._volume_pod_ready = True
+                return name
+            if phase in ("Succeeded", "Failed") or (current["metadata"].get("deletionTimestamp")):
+                self._delete_one_pod(name)  # ended (its deadline passed) or going: start a fresh one
                 time.sleep(1)
-            terminated = ((status.get("containerStatuses") or [{}])[0].get("state") or {}).get("terminated") or {}
-            with self._errors("read logs of", "Pod", name):
-                text = self.core.read_namespaced_pod_log(name, self.namespace)
-            return text, int(terminated.get("exitCode", 0))
-        finally:
-            self._delete_one_pod(name)
+                continue
+            for cs in status.get("containerStatuses") or []:
+                reason = ((cs.get("state") or {}).get("waiting") or {}).get("reason")
+                if reason in IMAGE_PULL_REASONS:
+                    raise ImagePullError(
+                        f"the volume helper pod {name} cannot pull {cs.get('image')!r} ({reason}): push the "
+                        "course image where the cluster can pull it and set MNIST_IMAGE (chapter 02), or "
+                        "load it into kind.")
+            problem = self.diagnose_pod(current)  # an unbound claim, no room on any node, a quota...
+            if problem is not None:
+                raise problem
+            if time.monotonic() > deadline:
+                raise ClusterError(
+                    f"the volume helper pod {name} is still {phase} after {timeout:.0f} s: is the claim "
+                    f"{manifests.VOLUME_CLAIM} bound? See `kubectl -n {self.namespace} describe pod {name}` "
+                    f"and `kubectl -n {self.namespace} get pvc`.")
+            time.sleep(0.5)
 
     def _delete_one_pod(self, name: str) -> None:
         with contextlib.suppress(ClusterError):
@@ -535,9 +561,8 @@ class _Forwarder:
         """A websocket to ``pods/<pod>/portforward?ports=<port>``, authenticated as the client is."""
         url = (f"{self.configuration.host}/api/v1/namespaces/{quote(self.namespace)}/pods/"
                f"{quote(self.pod)}/portforward?ports={self.port}")
-        headers = {setting["key"]: setting["value"] for setting in self.configuration.auth_settings().values()
-                   if setting.get("in") == "header" and setting.get("value")}
-        websocket = ws_client.create_websocket(self.configuration, ws_client.get_websocket_url(url), headers)
+        websocket = ws_client.create_websocket(self.configuration, ws_client.get_websocket_url(url),
+                                               websocket_headers(self.configuration))
         return _QuietPortForward(websocket, [self.port])
 
     def _tunnel(self, conn: socket.socket) -> None:

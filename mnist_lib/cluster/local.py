@@ -18,6 +18,12 @@ started the way Kubernetes and the Kubeflow training operator (v1) would start i
 - **Deployment**: long-lived processes, restarted if they exit; a **Service**
   selecting them is reached with :meth:`LocalBackend.port_forward`.
 - Namespaces and PersistentVolumeClaims are recorded; there is nothing to run.
+- **ConfigMap**: each key is written as a file under the state folder
+  (``configmaps/<namespace>/<name>/<key>``), and a pod's ``configMap`` volume maps
+  its mountPath there, as kubelet projects it (re-applying rewrites the files; a
+  whole-folder mount sees the change, as on a cluster). Paths under ``/outputs`` in
+  the text become this machine's output folder, as in a command's arguments, so a
+  TF Serving model config's ``base_path: "/outputs/serving/mnist"`` finds the local folder.
 
 Containers run this checkout's code instead of an image: ``python`` becomes this
 kernel's interpreter, ``tensorboard`` becomes ``python -m tensorboard.main`` and
@@ -35,6 +41,7 @@ in a state folder, so the next kernel stops anything a dead one left behind.
 from __future__ import annotations
 
 import atexit
+import base64
 import ctypes
 import json
 import os
@@ -48,19 +55,21 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import psutil
 
 from mnist_lib import paths
+from mnist_lib.paths import OUTPUT_MOUNT
+from mnist_lib.cluster import volume_agent
 from mnist_lib.cluster import (CREATED, FAILED, RESTARTING, RUNNING, SUCCEEDED, ConflictError,
                                InvalidObjectError, JobStatus, NotFoundError, Objects,
-                               ReplicaStatus, as_list, canonical_replica, main_replica, replica_specs)
+                               ReplicaStatus, as_list, canonical_replica, in_namespace, main_replica,
+                               replica_specs)
 from mnist_lib.cluster.base import Backend, PortForward
 from mnist_lib.tf_config import WORKER_HOSTS_ENV, build_tf_config
 
 STATE_ENV = "MNIST_LOCAL_STATE_DIR"
-OUTPUT_MOUNT = "/outputs"  # same as manifests.OUTPUT_MOUNT
 # What our image runs when a container gives no command (its ENTRYPOINT).
 DEFAULT_ENTRYPOINT = ["python", "-m", "mnist_lib.train"]
 STOP_GRACE_SECONDS = 5.0  # SIGTERM, then SIGKILL, like a pod's terminationGracePeriod
@@ -202,14 +211,18 @@ def _container(template: Mapping[str, Any], default_name: str | None = None) -> 
     return containers[0]
 
 
-def _mounts(template: Mapping[str, Any], container: Mapping[str, Any], scratch: Path) -> dict[str, Path]:
-    """Mount path -> local folder. Claims map to the output folder, emptyDirs to a scratch folder."""
+def _mounts(template: Mapping[str, Any], container: Mapping[str, Any], scratch: Path,
+            config_map: Callable[[Mapping[str, Any]], Path] | None = None) -> dict[str, Path]:
+    """Mount path -> local folder. Claims map to the output folder, emptyDirs to a scratch folder,
+    ConfigMaps to the folder ``config_map(volume["configMap"])`` wrote their keys into."""
     volumes = {v.get("name"): v for v in (template.get("spec") or {}).get("volumes") or []}
     mounts: dict[str, Path] = {OUTPUT_MOUNT: paths.output_dir()}
     for m in container.get("volumeMounts") or []:
         volume = volumes.get(m.get("name"), {})
         if "persistentVolumeClaim" in volume:
             local = paths.output_dir()
+        elif "configMap" in volume and config_map is not None:
+            local = config_map(volume["configMap"])
         elif "hostPath" in volume:
             local = Path(volume["hostPath"]["path"])
         else:  # emptyDir and friends: a fresh folder per job
@@ -226,6 +239,19 @@ def rewrite_path(value: str, mounts: Mapping[str, Path]) -> str:
         if rest == mount or rest.startswith(mount + "/"):
             return f"{prefix}{sep}{local}{rest[len(mount):]}"
     return value
+
+
+def rewrite_text(text: str, mounts: Mapping[str, Path]) -> str:
+    """Every path under a mount path inside a text (a config file), as :func:`rewrite_path` for one value.
+
+    ``base_path: "/outputs/serving/mnist"`` -> ``base_path: "<output_dir>/serving/mnist"``;
+    ``/outputsx`` and ``/data/outputs`` stay as they are.
+    """
+    if not mounts:
+        return text
+    alternatives = "|".join(re.escape(m) for m in sorted(mounts, key=len, reverse=True))
+    pattern = re.compile(rf"(?<![\w./~-])({alternatives})(?=/|[\s\"'`,;:=)\]}}]|$)", re.MULTILINE)
+    return pattern.sub(lambda match: str(mounts[match.group(1)]), text)
 
 
 def _command(container: Mapping[str, Any]) -> list[str]:
@@ -366,7 +392,7 @@ class LocalBackend(Backend):
     # -- submit ---------------------------------------------------------------
     def apply(self, objects: Objects) -> list[str]:
         """Record each object and start the processes of Jobs, TFJobs and Deployments."""
-        items = as_list(objects)
+        items = [in_namespace(obj, self.namespace) for obj in as_list(objects)]
         with self._lock:
             for obj in items:  # check everything before starting anything
                 key = self._key(obj)
@@ -374,6 +400,10 @@ class LocalBackend(Backend):
                     raise ConflictError(
                         f"{key[0]} {key[2]} already exists (it is {self._workloads[key].phase}); "
                         f"delete it first with delete_job({key[2]!r}), or choose another name")
+            for obj in items:  # first the ConfigMaps: the pods planned next mount them
+                if obj["kind"] == "ConfigMap":
+                    self._write_config_map(obj)
+                    self._objects[self._key(obj)] = obj
             workloads = [self._workload(obj) for obj in items if obj["kind"] in ("Job", "TFJob", "Deployment")]
             for obj in items:
                 self._objects[self._key(obj)] = obj
@@ -446,9 +476,12 @@ class LocalBackend(Backend):
                  worker_ports: list[int] | None = None) -> _Replica:
         """The command line and environment of one pod's main container."""
         container = _container(template, container_name)
-        mounts = _mounts(template, container, self.state_dir / "volumes" / logs.name)
+        namespace = logs.parent.name  # logs is <state>/logs/<namespace>/<name>
+        mounts = _mounts(template, container, self.state_dir / "volumes" / logs.name,
+                         lambda source: self._mounted_config_map(namespace, source))
         for local in mounts.values():
-            local.mkdir(parents=True, exist_ok=True)
+            if not local.exists():  # (a ConfigMap key mounted with subPath is a file)
+                local.mkdir(parents=True, exist_ok=True)
         ports = {p: free_port() for p in _container_ports(container)}
         argv = _loopback_only(_rewrite_ports([rewrite_path(a, mounts) for a in _command(container)], ports))
         env = {k: v for k, v in os.environ.items()
@@ -659,18 +692,28 @@ class LocalBackend(Backend):
         return True  # this backend plays the training operator's part
 
     # -- the shared volume: /outputs is paths.output_dir() ------------------------
-    def _local_path(self, path: str | Path) -> Path:
-        return Path(rewrite_path(str(path), {OUTPUT_MOUNT: paths.output_dir()}))
+    def pull(self, *volume_paths: str, missing_ok: bool = False) -> list[Path]:
+        """Nothing to bring: ``/outputs/x`` is ``output_dir()/x``."""
+        local = [paths.on_this_machine(p) for p in volume_paths]
+        missing = [str(p) for p, here in zip(volume_paths, local) if not here.exists()]
+        if missing and not missing_ok:
+            raise NotFoundError(f"{', '.join(missing)} does not exist (locally {paths.output_dir()})")
+        return [here for here in local if here.exists()]
 
-    def read_output(self, path: str) -> str:
-        try:
-            return self._local_path(path).read_text()
-        except FileNotFoundError:
-            raise NotFoundError(f"{path} does not exist (locally {self._local_path(path)})") from None
+    def put(self, local_folder: Path | str, dest: str, version: bool = False) -> str:
+        target = paths.on_this_machine(dest)
+        if Path(local_folder).resolve() == target.resolve():
+            return dest  # already there: the output folder is the volume
+        placed = volume_agent.copy_folder(str(local_folder), str(target), version=version)
+        return paths.on_volume(placed)
 
-    def clear_outputs(self, config: Any) -> None:
-        for folder in (config.model_dir, config.log_dir, config.export_dir):
-            shutil.rmtree(self._local_path(folder), ignore_errors=True)
+    def copy_version(self, source: str, dest: str) -> str:
+        placed = volume_agent.copy_folder(str(paths.on_this_machine(source)), str(paths.on_this_machine(dest)),
+                                          version=True)
+        return paths.on_volume(placed)
+
+    def remove_outputs(self, volume_paths: Iterable[str]) -> None:
+        volume_agent.remove([str(paths.on_this_machine(p)) for p in volume_paths])
 
     # -- delete -----------------------------------------------------------------
     def delete_job(self, name: str, kind: str | None = None) -> None:
@@ -696,6 +739,54 @@ class LocalBackend(Backend):
                 if key in self._workloads:
                     self._delete_workload(self._workloads[key])
                 self._objects.pop(key, None)
+                if key[0] == "ConfigMap":
+                    shutil.rmtree(self._config_map_dir(key[1], key[2]), ignore_errors=True)
+
+    # -- ConfigMaps: files under the state folder, mounted into pods --------------
+    def _config_map_dir(self, namespace: str, name: str) -> Path:
+        return self.state_dir / "configmaps" / namespace / name
+
+    def _write_config_map(self, obj: Mapping[str, Any]) -> None:
+        """Write each key of the ConfigMap as a file, as kubelet does for a configMap volume.
+
+        Each file is replaced atomically (a server re-reading it never sees half of it),
+        and keys no longer in the ConfigMap are removed.
+        """
+        _, namespace, name = self._key(obj)
+        files: dict[str, bytes] = {}
+        mounts = {OUTPUT_MOUNT: paths.output_dir()}
+        for key, value in (obj.get("data") or {}).items():
+            files[key] = rewrite_text(str(value), mounts).encode()
+        for key, value in (obj.get("binaryData") or {}).items():
+            files[key] = base64.b64decode(value)
+        for key in files:
+            if not re.fullmatch(r"[-._a-zA-Z0-9]+", key) or key in (".", ".."):
+                raise InvalidObjectError(f"ConfigMap {name}: key {key!r} is not valid: use letters, digits, "
+                                         "'-', '_' and '.' (it becomes a file name)")
+        folder = self._config_map_dir(namespace, name)
+        folder.mkdir(parents=True, exist_ok=True)
+        for key, content in files.items():
+            staging = folder / f"..{key}.tmp"
+            staging.write_bytes(content)
+            os.replace(staging, folder / key)
+        for old in folder.iterdir():
+            if old.name not in files and not old.name.startswith(".."):
+                old.unlink()
+
+    def _mounted_config_map(self, namespace: str, source: Mapping[str, Any]) -> Path:
+        """The folder a pod's ``configMap`` volume maps to; the ConfigMap must have been applied."""
+        name = source.get("name", "")
+        if source.get("items"):
+            raise InvalidObjectError(f"configMap volume {name}: 'items' (a subset of keys) is not supported "
+                                     "by the local backend: mount the whole ConfigMap, or one key with subPath")
+        folder = self._config_map_dir(namespace, name)
+        if ("ConfigMap", namespace, name) not in self._objects:
+            if not source.get("optional"):
+                raise NotFoundError(f'configmap "{name}" not found in namespace {namespace!r}: a pod mounts it, '
+                                    "so apply the ConfigMap first (in the same list, before the Deployment)")
+            shutil.rmtree(folder, ignore_errors=True)  # optional and missing: an empty folder
+            folder.mkdir(parents=True, exist_ok=True)
+        return folder
 
     def shutdown(self) -> None:
         """Stop every process this backend started (runs at exit)."""

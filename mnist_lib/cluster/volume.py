@@ -117,6 +117,8 @@ class VolumeClient:
         known = {f: s for f, s in self._known.items() if f in wanted or f.startswith(prefixes)}
         reply, data = self.call({"op": "pull", "paths": wanted, "known": known})
         root = paths.output_dir()
+        for folder in reply["folders"]:  # empty ones too (a SavedModel's assets/)
+            paths.on_this_machine(folder).mkdir(parents=True, exist_ok=True)
         if data:
             root.mkdir(parents=True, exist_ok=True)
             staging = Path(volume_agent._staging(root))

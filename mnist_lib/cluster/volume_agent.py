@@ -13,8 +13,8 @@ The wire format, both ways: a JSON header and a binary payload, each preceded by
 its length (8 bytes, big-endian). The payload is a gzip'd tar of files.
 
 - ``pull``: ``{"paths": [...], "known": {path: [size, mtime_ns]}}`` answers with
-  every file now under those paths (``files``), the paths that do not exist
-  (``missing``), and a tar of only the files whose size or mtime differ from
+  every file and folder now under those paths (``files``, ``folders``), the paths
+  that do not exist (``missing``), and a tar of only the files whose size or mtime differ from
   ``known``: a live plot refreshes by sending what it has and receiving the changes.
 - ``put``: a tar of a folder, unpacked next to ``dest`` and renamed into place,
   so a model server watching the parent never sees half a model; ``version: true``
@@ -39,16 +39,23 @@ from typing import Any, BinaryIO
 
 # -- what is there ------------------------------------------------------------------
 
-def snapshot(paths: list[str]) -> tuple[dict[str, list[int]], list[str]]:
-    """``({file: [size, mtime_ns]}, missing)`` for every regular file under ``paths``."""
+def snapshot(paths: list[str]) -> tuple[dict[str, list[int]], list[str], list[str]]:
+    """``({file: [size, mtime_ns]}, folders, missing)`` for everything under ``paths``.
+
+    Folders are listed too, so that an empty one (a SavedModel's ``assets/``) exists in a copy.
+    Hidden names (``.staging-*``, half-written files) are left out.
+    """
     files: dict[str, list[int]] = {}
+    folders: list[str] = []
     missing = []
     for top in paths:
         root = Path(top)
         if root.is_file():
             candidates = [root]
         elif root.is_dir():
-            candidates = [p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")]
+            found = [p for p in root.rglob("*") if not any(part.startswith(".") for part in p.relative_to(root).parts)]
+            candidates = [p for p in found if p.is_file()]
+            folders += [str(root)] + [str(p) for p in found if p.is_dir()]
         else:
             missing.append(top)
             continue
@@ -58,7 +65,7 @@ def snapshot(paths: list[str]) -> tuple[dict[str, list[int]], list[str]]:
             except OSError:  # removed while we looked (a checkpoint being replaced)
                 continue
             files[str(path)] = [st.st_size, st.st_mtime_ns]
-    return files, missing
+    return files, folders, missing
 
 
 def pack(files: list[str]) -> bytes:
@@ -179,10 +186,11 @@ def answer(request: dict[str, Any], payload: bytes) -> tuple[dict[str, Any], byt
     """Do what ``request`` asks; return the reply's header and payload."""
     op = request.get("op")
     if op == "pull":
-        files, missing = snapshot(request["paths"])
+        files, folders, missing = snapshot(request["paths"])
         known = request.get("known") or {}
         changed = sorted(name for name, stat in files.items() if known.get(name) != stat)
-        return {"files": files, "missing": missing, "sent": changed}, pack(changed) if changed else b""
+        reply = {"files": files, "folders": folders, "missing": missing, "sent": changed}
+        return reply, pack(changed) if changed else b""
     if op == "put":
         return {"path": put(payload, request["dest"], bool(request.get("version")))}, b""
     if op == "copy_version":
