@@ -94,25 +94,3 @@ def write_json(path: Path | str, value: object, indent: int = 2) -> Path:
     tmp.write_text(json.dumps(value, indent=indent) + "\n")
     tmp.replace(path)
     return path
-
-
-POD_USER = 1000  # the course image's user (Dockerfile: useradd --uid 1000), as pods run
-
-
-def share_with_pods(path: Path | str) -> Path:
-    """Let the course's pods write into ``path``, a folder this notebook made on the shared volume.
-
-    Pods run as the image's user (uid 1000, ``runAsNonRoot``). A folder this kernel
-    creates belongs to whoever runs the kernel: when that is root (a CI machine, a
-    container) a pod could not add files to it, so a Job exporting a model there would
-    fail with "Permission denied". As root, give the folder to uid 1000, as the
-    volume's own root folder is; as another user than 1000, make it writable by all, the
-    only way a pod of another uid can write.
-    """
-    path = Path(path)
-    for folder in [path, *(p for p in path.rglob("*") if p.is_dir())]:
-        if os.geteuid() == 0:
-            os.chown(folder, POD_USER, POD_USER)
-        elif os.geteuid() != POD_USER:
-            folder.chmod(folder.stat().st_mode | 0o777)
-    return path
