@@ -73,6 +73,15 @@ def test_put_and_pull_go_through_one_helper_pod(backend: KubernetesBackend, tmp_
     assert helper_pods(backend) == [manifests.VOLUME_HELPER]  # every transfer used the same pod
 
 
+def test_a_deleted_helper_pod_is_made_again(backend: KubernetesBackend) -> None:
+    """Someone deleted mnist-volume (or its 10 h deadline passed): the next transfer remakes it."""
+    base = runs.serving_base()
+    runs.versions(base, backend)  # the helper pod runs
+    backend.core.delete_namespaced_pod(manifests.VOLUME_HELPER, NS, grace_period_seconds=0)
+    assert runs.versions(base, backend) == runs.version_numbers(paths.on_this_machine(base))
+    assert helper_pods(backend) == [manifests.VOLUME_HELPER]
+
+
 def test_a_jobs_history_and_scalars_come_back_while_it_runs(backend: KubernetesBackend) -> None:
     name = "vol-job"
     config = manifests.run_config(name, **TINY)

@@ -397,14 +397,17 @@ class KubernetesBackend(Backend):
     def remove_outputs(self, volume_paths: Iterable[str]) -> None:
         self.volume.remove(list(volume_paths))
 
-    def _volume_pod(self, timeout: float = VOLUME_START_TIMEOUT) -> str:
-        """The helper pod's name, once it runs: reused if it does, (re)created if not."""
+    def _volume_pod(self, recheck: bool = False, timeout: float = VOLUME_START_TIMEOUT) -> str:
+        """The helper pod's name, once it runs: reused if it does, (re)created if not.
+
+        Once seen running it is trusted (no API call per transfer) until ``recheck``."""
         from mnist_lib import manifests
 
         pod = manifests.volume_helper()
         name = pod["metadata"]["name"]
-        if self._volume_pod_ready:
+        if self._volume_pod_ready and not recheck:
             return name
+        self._volume_pod_ready = False
         deadline = time.monotonic() + timeout
         while True:
             try:

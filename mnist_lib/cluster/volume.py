@@ -48,11 +48,12 @@ def websocket_headers(configuration: client.Configuration) -> dict[str, str]:
 class VolumeClient:
     """Pull files from, and put files on, the shared volume of one namespace.
 
-    ``ensure_pod`` is given by the backend: it makes sure the helper pod runs and
-    returns its name (the backend owns pods, errors and their advice).
+    ``ensure_pod(recheck)`` is given by the backend: it makes sure the helper pod runs and
+    returns its name (the backend owns pods, errors and their advice); ``recheck`` asks it
+    to look again rather than trust that the pod it saw running still does.
     """
 
-    def __init__(self, configuration: client.Configuration, namespace: str, ensure_pod: Callable[[], str]):
+    def __init__(self, configuration: client.Configuration, namespace: str, ensure_pod: Callable[[bool], str]):
         self.configuration = configuration
         self.namespace = namespace
         self._ensure_pod = ensure_pod
@@ -64,21 +65,11 @@ class VolumeClient:
     def call(self, request: dict[str, Any], payload: bytes = b"", timeout: float = EXEC_TIMEOUT
              ) -> tuple[dict[str, Any], bytes]:
         """Send ``request`` to the agent in the helper pod; return its reply and payload."""
-        pod = self._ensure_pod()
-        url = (f"{self.configuration.host}/api/v1/namespaces/{quote(self.namespace)}/pods/"
-               f"{quote(pod)}/exec")
         query = [("command", ["python", "-c", AGENT_SOURCE]), ("container", HELPER_CONTAINER),
                  ("stdin", "true"), ("stdout", "true"), ("stderr", "true"), ("tty", "false")]
         with self._lock:
             self.execs += 1
-            try:
-                ws = ws_client.WSClient(self.configuration, ws_client.get_websocket_url(url, query),
-                                        websocket_headers(self.configuration), capture_all=False, binary=True)
-            except Exception as err:  # refused (RBAC: pods/exec) or unreachable
-                raise ClusterError(
-                    f"cannot exec into the volume helper pod {pod} ({type(err).__name__}: {err}). Reading the "
-                    "shared volume needs the 'create' verb on pods/exec in namespace "
-                    f"{self.namespace}: check `kubectl auth can-i create pods/exec -n {self.namespace}`.") from None
+            ws, pod = self._connect(query)
             try:
                 message = volume_agent.frame(json.dumps(request).encode()) + volume_agent.frame(payload)
                 for start in range(0, len(message), STDIN_CHUNK):
@@ -101,6 +92,25 @@ class VolumeClient:
         if "error" in reply:
             raise ClusterError(f"on the shared volume: {reply['error']}")
         return reply, data
+
+    def _connect(self, query: list[tuple[str, Any]]) -> tuple[ws_client.WSClient, str]:
+        """An exec websocket into the helper pod; if it fails, check the pod (it may have gone) and try once more."""
+        for attempt in (1, 2):
+            pod = self._ensure_pod(attempt == 2)  # the second time: look again, remake it if it is gone
+            url = f"{self.configuration.host}/api/v1/namespaces/{quote(self.namespace)}/pods/{quote(pod)}/exec"
+            try:
+                return ws_client.WSClient(self.configuration, ws_client.get_websocket_url(url, query),
+                                          websocket_headers(self.configuration), capture_all=False,
+                                          binary=True), pod
+            except Exception as err:  # the pod went away, RBAC refused pods/exec, or no API server
+                if attempt == 2 or "403" in str(err):
+                    advice = (f"reading the shared volume needs the 'create' verb on pods/exec in namespace "
+                              f"{self.namespace}: check `kubectl auth can-i create pods/exec -n {self.namespace}` "
+                              "and ask your cluster admin" if "403" in str(err) else
+                              f"see `kubectl -n {self.namespace} describe pod {pod}`")
+                    raise ClusterError(f"cannot exec into the volume helper pod {pod} "
+                                       f"({type(err).__name__}: {str(err).splitlines()[0][:300]}): {advice}.") from None
+        raise AssertionError("unreachable")
 
     # -- the mirror ----------------------------------------------------------------------
     def pull(self, *volume_paths: str, missing_ok: bool = False) -> list[Path]:
