@@ -153,8 +153,7 @@ def latest_export(run: str, model_name: str = DEFAULT_MODEL, backend: Any = None
 
 def clear(run: str, backend: Any = None) -> None:
     """Delete everything run ``run`` wrote, on the volume and here: the next run starts from scratch."""
-    _backend(backend).remove_outputs([on_volume(run)])
-    shutil.rmtree(run_dir(run), ignore_errors=True)  # this machine's copy (locally, the same folder)
+    _backend(backend).remove_outputs([on_volume(run)])  # (this machine's copy goes with it)
 
 
 def publish(run: str, backend: Any = None) -> bool:
