@@ -1,8 +1,9 @@
 """The kubernetes backend, without a cluster: the requests it makes and the errors it raises.
 
-No API server can run on these machines yet, so :class:`FakeKubernetesAPI` below
-plays one: a real HTTP server on 127.0.0.1 that answers the Kubernetes REST paths
-with canned JSON and records every request. Everything above the socket is real:
+These tests need no cluster (they run everywhere, in a second), so
+:class:`FakeKubernetesAPI` below plays the API server: a real HTTP server on 127.0.0.1
+that answers the Kubernetes REST paths with canned JSON and records every request.
+The same backend against a real cluster: tests/test_kubernetes_real_cluster.py. Everything above the socket is real:
 the official ``kubernetes`` client objects serialize the requests, and urllib3
 sends them, exactly as they would to a cluster.
 """
@@ -24,7 +25,7 @@ NS = "mnist"
 
 
 class FakeKubernetesAPI:
-    """A fake API server (a fake because no real one can run here): canned answers, recorded requests.
+    """A fake API server (a fake: these tests run without a cluster): canned answers, recorded requests.
 
     ``routes[(method, path)] = (status, body)``; anything else answers 404 the way
     the API server does for an unknown resource type.
