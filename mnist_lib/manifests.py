@@ -39,13 +39,14 @@ import yaml
 from mnist_lib import paths, settings
 from mnist_lib.config import TrainConfig
 from mnist_lib.paths import OUTPUT_MOUNT
-from mnist_lib.settings import DEFAULT_IMAGE, DEFAULT_NAMESPACE, SERVING_IMAGE, SERVING_IMAGE_ENV, serving_image
+from mnist_lib.settings import DEFAULT_IMAGE, DEFAULT_NAMESPACE, SERVING_IMAGE, serving_image
 from mnist_lib.tf_config import DEFAULT_PORT, indexed_job_worker_hosts
 
 # -- constants a learner (or a backend) may want ------------------------------
 # OUTPUT_MOUNT (paths), DEFAULT_NAMESPACE, DEFAULT_IMAGE and SERVING_IMAGE (settings) are imported above.
 VOLUME_CLAIM = "mnist-outputs"
 VOLUME_HELPER = "mnist-volume"       # the pod through which a notebook reads the volume (cluster.volume)
+VOLUME_HELPER_CONTAINER = "helper"   # ... and its one container, which the backend execs into
 COURSE_SERVER = ["python", "-m", "mnist_lib.serve"]  # the same protocol, in the course image
 
 CONTAINER_NAME = "tensorflow"        # the training operator's default container name
@@ -317,10 +318,9 @@ def volume_helper(image: str | None = None, namespace: str | None = None) -> dic
     """
     # No CPU request: it sleeps between transfers, and a 2-CPU node must still fit a
     # parameter-server job's four 500m pods beside it (a transfer uses the CPU left over).
-    container = _container(VOLUME_HELPER, image, ["sleep", "infinity"], [],
+    container = _container(VOLUME_HELPER_CONTAINER, image, ["sleep", "infinity"], [],
                            {"requests": {"cpu": "0", "memory": "64Mi"},
                             "limits": {"cpu": "1", "memory": "512Mi"}})
-    container["name"] = "helper"
     spec = _pod_spec([container], restart_policy="Never")
     spec["activeDeadlineSeconds"] = 10 * 3600
     spec["terminationGracePeriodSeconds"] = 0  # sleep ignores SIGTERM: do not wait 30 s for it

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from mnist_lib import paths, runs
-from mnist_lib.cluster import (FAILED, SUCCEEDED, ClusterError, JobFailedError, JobStatus, JobTimeoutError, Manifest,
+from mnist_lib.cluster import (FAILED, SUCCEEDED, JobFailedError, JobStatus, JobTimeoutError, Manifest,
                                NotFoundError, Objects, as_list, job_in, main_replica, replica_specs)
 
 LOG_TAIL_LINES = 30

@@ -44,6 +44,7 @@ from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
+from mnist_lib.settings import ACCESS_MODE_ENV, STORAGE_CLASS_ENV  # the settings the advice names
 from mnist_lib.cluster import (FINISHED, ClusterError, ImagePullError, PodStuckError, QuotaError,
                                UnschedulableError, VolumeError)
 
@@ -56,9 +57,6 @@ CREATING_LIMIT = 60.0  # ContainerCreating this long with no image being pulled:
 BUSY_LIMIT = 60.0  # waiting for room that running pods hold (CPU of the node, the quota)
 JOB_INFO_TTL = 30.0  # a job's spec (how many pods it should have) is read again after this
 
-# The settings of mnist_lib.settings that the advice names.
-STORAGE_CLASS_ENV = "MNIST_STORAGE_CLASS"
-ACCESS_MODE_ENV = "MNIST_ACCESS_MODE"
 
 # Waiting reasons of a container that will not start by itself.
 # ErrImageNeverPull: imagePullPolicy Never and the image is not on the node (kind load it).
@@ -236,11 +234,18 @@ def _remake_claim(namespace: str, claim: str, bound: bool = False) -> str:
 
 # -- the diagnoses: JSON in, an error (or None) out ----------------------------------------------
 
-def image_pull_problem(pod: Obj, job: str | None = None) -> ImagePullError | None:
-    """A container whose image cannot be pulled: it never starts (at once, no waiting)."""
+def _waiting_containers(pod: Obj) -> Iterable[tuple[Obj, Obj]]:
+    """``(container status, its waiting state)`` of each container (init containers first) that waits."""
     status = pod.get("status") or {}
     for cs in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
-        waiting = (cs.get("state") or {}).get("waiting") or {}
+        waiting = (cs.get("state") or {}).get("waiting")
+        if waiting:
+            yield cs, waiting
+
+
+def image_pull_problem(pod: Obj, job: str | None = None) -> ImagePullError | None:
+    """A container whose image cannot be pulled: it never starts (at once, no waiting)."""
+    for cs, waiting in _waiting_containers(pod):
         if waiting.get("reason") in IMAGE_PULL_REASONS:
             return ImagePullError(
                 f"pod {name_of(pod)} cannot pull image {cs.get('image')!r} "
@@ -256,9 +261,7 @@ def container_problem(pod: Obj, waited: float, job: str | None = None) -> PodStu
     image does not allow): it retries for ever, and nothing changes until someone acts."""
     if waited < LOOK_AFTER:
         return None
-    status = pod.get("status") or {}
-    for cs in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
-        waiting = (cs.get("state") or {}).get("waiting") or {}
+    for cs, waiting in _waiting_containers(pod):
         if waiting.get("reason") in CONFIG_REASONS:
             return PodStuckError(
                 f"pod {name_of(pod)} cannot start its container {cs.get('name')!r}: {waiting['reason']}: "

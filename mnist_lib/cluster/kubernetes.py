@@ -38,7 +38,7 @@ from kubernetes.stream import ws_client
 from websocket import WebSocketException
 
 from mnist_lib.cluster import (CREATED, FAILED, INSTALL_OPERATOR, RUNNING, SUCCEEDED, ClusterError,
-                               ClusterUnreachableError, ConflictError, ForbiddenError, ImagePullError,
+                               ClusterUnreachableError, ConflictError, ForbiddenError,
                                InvalidObjectError, JobStatus, NoClusterError, NotFoundError, Objects,
                                OperatorMissingError, ReplicaStatus, as_list, canonical_replica, in_namespace,
                                main_replica)
@@ -52,7 +52,6 @@ TFJOB = ("kubeflow.org", "v1", "tfjobs")  # group, version, plural
 TFJOB_CONTAINER = "tensorflow"  # the container the operator gives TF_CONFIG to
 # Waiting reasons of a container that will not start by itself.
 # ErrImageNeverPull: imagePullPolicy Never and the image is not on the node (kind load it).
-IMAGE_PULL_REASONS = diagnose.IMAGE_PULL_REASONS
 VOLUME_START_TIMEOUT = 180.0  # the volume helper pod's first start (an image pull on a fresh node)
 
 
@@ -426,14 +425,7 @@ class KubernetesBackend(Backend):
                 self._delete_one_pod(name)  # ended (its deadline passed) or going: start a fresh one
                 time.sleep(1)
                 continue
-            for cs in status.get("containerStatuses") or []:
-                reason = ((cs.get("state") or {}).get("waiting") or {}).get("reason")
-                if reason in IMAGE_PULL_REASONS:
-                    raise ImagePullError(
-                        f"the volume helper pod {name} cannot pull {cs.get('image')!r} ({reason}): push the "
-                        "course image where the cluster can pull it and set MNIST_IMAGE (chapter 02), or "
-                        "load it into kind.")
-            problem = self.diagnose_pod(current)  # an unbound claim, no room on any node, a quota...
+            problem = self.diagnose_pod(current)  # an image it cannot pull, an unbound claim, no room...
             if problem is not None:
                 raise problem
             if time.monotonic() > deadline:

@@ -28,11 +28,10 @@ from urllib.parse import quote
 from kubernetes import client
 from kubernetes.stream import ws_client
 
-from mnist_lib import paths
+from mnist_lib import manifests, paths
 from mnist_lib.cluster import ClusterError, NotFoundError
 from mnist_lib.cluster import volume_agent
 
-HELPER_CONTAINER = "helper"
 EXEC_TIMEOUT = 120.0  # one transfer; a model of a few MB takes well under a second
 START_TIMEOUT = 180.0  # the helper pod's first start (pulling the image on a fresh node)
 STDIN_CHUNK = 1 << 20  # the API server's websocket takes frames up to 32 MiB: stay far below
@@ -65,7 +64,7 @@ class VolumeClient:
     def call(self, request: dict[str, Any], payload: bytes = b"", timeout: float = EXEC_TIMEOUT
              ) -> tuple[dict[str, Any], bytes]:
         """Send ``request`` to the agent in the helper pod; return its reply and payload."""
-        query = [("command", ["python", "-c", AGENT_SOURCE]), ("container", HELPER_CONTAINER),
+        query = [("command", ["python", "-c", AGENT_SOURCE]), ("container", manifests.VOLUME_HELPER_CONTAINER),
                  ("stdin", "true"), ("stdout", "true"), ("stderr", "true"), ("tty", "false")]
         with self._lock:
             self.execs += 1
