@@ -6,8 +6,15 @@ seeds, log levels and plot defaults live here and not in every notebook.
 
 from __future__ import annotations
 
+import inspect
 import os
+import random
 import sys
+from importlib import metadata
+
+import numpy as np
+
+from mnist_lib import data, paths
 
 SEED = 42
 
@@ -25,10 +32,6 @@ def setup(seed: int = SEED, tensorflow: bool = True) -> None:
         )
     # Must be set before TensorFlow is imported to have any effect.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import random
-
-    import numpy as np
-
     random.seed(seed)
     np.random.seed(seed)
     if tensorflow:
@@ -73,8 +76,6 @@ CHECKED_PACKAGES = ("tensorflow", "keras", "tensorboard", "tensorflow-serving-ap
 
 def pinned_versions() -> dict[str, str]:
     """``{package: version}`` for the ``name==version`` lines of requirements.txt."""
-    from mnist_lib import paths
-
     pins = {}
     for line in (paths.COURSE_ROOT / "requirements.txt").read_text().splitlines():
         name, sep, version = line.split("#")[0].strip().partition("==")
@@ -88,10 +89,6 @@ def check_environment() -> list[tuple[str, bool, str]]:
 
     Reads package metadata only: importing TensorFlow here would cost seconds.
     """
-    from importlib import metadata
-
-    from mnist_lib import data
-
     checks: list[tuple[str, bool, str]] = []
     python = ".".join(map(str, sys.version_info[:2]))
     checks.append(("python", sys.version_info[:2] == (3, 11),
@@ -110,7 +107,7 @@ def check_environment() -> list[tuple[str, bool, str]]:
     try:
         data.verify_mnist()
         checks.append(("MNIST data", True,
-                       f"4 files, SHA-256 verified, in {data.paths.relative(data.paths.data_dir())}"))
+                       f"4 files, SHA-256 verified, in {paths.relative(paths.data_dir())}"))
     except data.MnistDataError as err:
         checks.append(("MNIST data", False, str(err)))
     return checks
@@ -126,8 +123,6 @@ def print_checks(checks: list[tuple[str, bool, str]]) -> bool:
 def show_source(obj) -> "object":
     """Show the source of a library function in a notebook, highlighted (d2l's habit:
     the chapter that teaches a piece of code shows it; later chapters just call it)."""
-    import inspect
-
     from IPython.display import Markdown
 
     return Markdown(f"```python\n{inspect.getsource(obj).rstrip()}\n```")
@@ -136,8 +131,6 @@ def show_source(obj) -> "object":
 def show_file(path: str, language: str = "") -> "object":
     """Show a file of the course (e.g. the Dockerfile) in a notebook, highlighted."""
     from IPython.display import Markdown
-
-    from mnist_lib import paths
 
     text = (paths.COURSE_ROOT / path).read_text().rstrip()
     return Markdown(f"`{path}`\n```{language}\n{text}\n```")

@@ -11,10 +11,12 @@ answer here. Two environment variables move things:
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path, PurePosixPath
 
-OUTPUT_MOUNT = "/outputs"  # where every pod mounts the shared volume
+from mnist_lib.constants import OUTPUT_MOUNT
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
@@ -86,8 +88,6 @@ def write_json(path: Path | str, value: object, indent: int = 2) -> Path:
     Runs, sweeps and backends read these files while they are being rewritten:
     a reader sees the old content or the new, never half of it.
     """
-    import json
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")

@@ -24,15 +24,19 @@ import json
 import shutil
 import tempfile
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, TypeAlias
 
 from mnist_lib import cluster, paths
-from mnist_lib.paths import OUTPUT_MOUNT
+from mnist_lib.constants import MODEL_NAME, OUTPUT_MOUNT
+
+if TYPE_CHECKING:  # (the backends import this module)
+    from mnist_lib.cluster.base import Backend
+
+BackendChoice: TypeAlias = "Backend | str | None"  # a backend, a backend's name, or None for get_backend()'s choice
 
 CHECKPOINTS, LOGS, EXPORT = "checkpoints", "logs", "export"
 HISTORY_FILE, RESULT_FILE = "history.json", "result.json"
 SERVING = "serving"
-DEFAULT_MODEL = "mnist"
 
 
 # -- the layout -----------------------------------------------------------------------
@@ -53,7 +57,7 @@ def on_volume(run: str, *parts: str) -> str:
     return str(PurePosixPath(OUTPUT_MOUNT, run, *parts))
 
 
-def serving_base(model_name: str = DEFAULT_MODEL) -> str:
+def serving_base(model_name: str = MODEL_NAME) -> str:
     """``/outputs/serving/<model>``: the model server's ``model_base_path``."""
     return on_volume(SERVING, model_name)
 
@@ -88,44 +92,44 @@ def load_result(model_dir: Path | str) -> dict[str, Any] | None:
 
 # -- through a backend -----------------------------------------------------------------
 
-def _backend(backend: Any) -> Any:
+def _backend(backend: BackendChoice) -> Backend:
     """A backend, its name, or None for :func:`mnist_lib.cluster.get_backend`'s choice."""
     return cluster.get_backend(backend) if backend is None or isinstance(backend, str) else backend
 
 
-def pull(*volume_paths: str, backend: Any = None) -> list[Path]:
+def pull(*volume_paths: str, backend: BackendChoice = None) -> list[Path]:
     """Bring these ``/outputs/...`` paths here, in one transfer; those missing on the volume are left out."""
     return _backend(backend).pull(*volume_paths, missing_ok=True)
 
 
-def read_result(model_dir: Path | str, backend: Any = None) -> dict[str, Any] | None:
+def read_result(model_dir: Path | str, backend: BackendChoice = None) -> dict[str, Any] | None:
     """A finished run's ``result.json`` (``model_dir`` as a pod or this machine names it), or None."""
     local = pull(f"{paths.on_volume(model_dir)}/{RESULT_FILE}", backend=backend)
     return load_json(local[0]) if local else None  # (the pulled file itself, not its folder)
 
 
-def read_history(model_dir: Path | str, backend: Any = None) -> list[dict[str, float]]:
+def read_history(model_dir: Path | str, backend: BackendChoice = None) -> list[dict[str, float]]:
     """The epochs a run has finished so far (``history.json``); ``[]`` before the first one."""
     local = pull(f"{paths.on_volume(model_dir)}/{HISTORY_FILE}", backend=backend)
     return (load_json(local[0]) or []) if local else []
 
 
-def result(run: str, backend: Any = None) -> dict[str, Any] | None:
+def result(run: str, backend: BackendChoice = None) -> dict[str, Any] | None:
     """``result.json`` of run ``run``, or None if it has not finished."""
     return read_result(on_volume(run, CHECKPOINTS), backend)
 
 
-def finished(run: str, backend: Any = None) -> bool:
+def finished(run: str, backend: BackendChoice = None) -> bool:
     """Has ``run`` written its ``result.json``?"""
     return result(run, backend) is not None
 
 
-def scalars(run: str, backend: Any = None) -> dict[str, list[tuple[int, float]]]:
+def scalars(run: str, backend: BackendChoice = None) -> dict[str, list[tuple[int, float]]]:
     """``{"validation/epoch_accuracy": [(epoch, value), ...], ...}`` from run ``run``'s event files."""
     return scalars_of([run], backend)[run]
 
 
-def scalars_of(runs: Iterable[str], backend: Any = None) -> dict[str, dict[str, list[tuple[int, float]]]]:
+def scalars_of(runs: Iterable[str], backend: BackendChoice = None) -> dict[str, dict[str, list[tuple[int, float]]]]:
     """:func:`scalars` of several runs, brought over in one transfer (a sweep's live plot)."""
     from mnist_lib.tensorboard import read_scalars  # (tensorboard imports this module)
 
@@ -134,29 +138,29 @@ def scalars_of(runs: Iterable[str], backend: Any = None) -> dict[str, dict[str, 
     return {run: read_scalars(run_dir(run) / LOGS) for run in runs}
 
 
-def local_copy(volume_path: str, backend: Any = None) -> Path:
+def local_copy(volume_path: str, backend: BackendChoice = None) -> Path:
     """This machine's copy of a file or folder on the volume, brought up to date (NotFoundError if none)."""
     return _backend(backend).pull(volume_path)[0]
 
 
-def versions(base: str, backend: Any = None) -> list[int]:
+def versions(base: str, backend: BackendChoice = None) -> list[int]:
     """The version numbers under a model base on the volume, e.g. ``versions(serving_base())``."""
     local = pull(base, backend=backend)
     return version_numbers(local[0]) if local else []
 
 
-def latest_export(run: str, model_name: str = DEFAULT_MODEL, backend: Any = None) -> str | None:
+def latest_export(run: str, model_name: str = MODEL_NAME, backend: BackendChoice = None) -> str | None:
     """``/outputs/<run>/export/<model>/<n>`` of the newest version a run exported, or None."""
     numbers = versions(on_volume(run, EXPORT, model_name), backend)
     return on_volume(run, EXPORT, model_name, str(numbers[-1])) if numbers else None
 
 
-def clear(run: str, backend: Any = None) -> None:
+def clear(run: str, backend: BackendChoice = None) -> None:
     """Delete everything run ``run`` wrote, on the volume and here: the next run starts from scratch."""
     _backend(backend).remove_outputs([on_volume(run)])  # (this machine's copy goes with it)
 
 
-def publish(run: str, backend: Any = None) -> bool:
+def publish(run: str, backend: BackendChoice = None) -> bool:
     """Put a run trained in this notebook (chapter 01) on the volume, if the volume lacks it.
 
     A run trained in this kernel lives in this machine's output folder; on a cluster
@@ -179,7 +183,7 @@ def publish(run: str, backend: Any = None) -> bool:
     return True
 
 
-def put_version(source: Path | str, base: str, version: int | None = None, backend: Any = None) -> str:
+def put_version(source: Path | str, base: str, version: int | None = None, backend: BackendChoice = None) -> str:
     """Copy a SavedModel to the model base ``base`` on the volume; return its version folder there.
 
     ``source``: a folder of this machine, or a folder on the volume (``/outputs/...``,

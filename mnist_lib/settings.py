@@ -24,7 +24,9 @@ here, naming the variable, before anything is sent to a cluster.
 from __future__ import annotations
 
 import os
-import re
+
+from mnist_lib import checks
+from mnist_lib.constants import DEFAULT_NAMESPACE
 
 NAMESPACE_ENV = "MNIST_NAMESPACE"
 IMAGE_ENV = "MNIST_IMAGE"
@@ -33,14 +35,10 @@ STORAGE_CLASS_ENV = "MNIST_STORAGE_CLASS"
 ACCESS_MODE_ENV = "MNIST_ACCESS_MODE"
 SERVING_IMAGE_ENV = "MNIST_SERVING_IMAGE"
 
-DEFAULT_NAMESPACE = "mnist"
 DEFAULT_IMAGE = "mnist-course:latest"  # the course image (Dockerfile), loaded into the cluster
 SERVING_IMAGE = "tensorflow/serving:2.20.0"  # the official TF Serving image, newest release
 ACCESS_MODES = ("ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod")
 DEFAULT_ACCESS_MODE = "ReadWriteOnce"
-
-MAX_NAME = 63
-_DNS_1123 = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
 
 class SettingsError(ValueError):
@@ -53,18 +51,12 @@ def _env(name: str) -> str:
 
 def check_dns_label(value: str, what: str) -> str:
     """``value`` if it is a DNS-1123 label (namespaces, Secret and StorageClass names)."""
-    if not isinstance(value, str) or len(value) > MAX_NAME or not _DNS_1123.fullmatch(value):
-        raise SettingsError(f"{what} {value!r} is not a valid Kubernetes name: use at most {MAX_NAME} "
-                            "lowercase letters, digits and '-', starting and ending with a letter or digit.")
-    return value
+    return checks.check_dns_label(what, value, SettingsError)
 
 
 def check_image(image: str, what: str = "image") -> str:
     """``image`` if it looks like a container image reference (no spaces, not empty)."""
-    if not isinstance(image, str) or not image or any(c.isspace() for c in image):
-        raise SettingsError(f"{what} {image!r} is not a container image reference "
-                            f"(e.g. {DEFAULT_IMAGE!r} or 'registry.example.com/you/mnist-course:1').")
-    return image
+    return checks.check_image(what, image, DEFAULT_IMAGE, SettingsError)
 
 
 def namespace() -> str:
