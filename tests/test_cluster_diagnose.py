@@ -435,13 +435,13 @@ def test_stall_watch_timing_and_calls():
     watch = StallWatch(backend, clock=lambda: now[0], facts=lambda b: looks.append(now[0]) or facts)
     for t in (0.0, 1.0, 2.0):
         now[0] = t
-        assert watch.check_job("Job", "it-job", cluster.RUNNING) is None
+        assert watch.check_job("Job", "it-job", cluster.JobPhase.RUNNING) is None
     assert looks == [] and backend.lists == 3 and backend.reads == 1  # no closer look yet, the job read once
     now[0] = 3.5
-    err = watch.check_job("Job", "it-job", cluster.RUNNING)
+    err = watch.check_job("Job", "it-job", cluster.JobPhase.RUNNING)
     assert isinstance(err, cluster.VolumeError) and looks == [3.5]
     now[0] = 4.5
-    assert watch.check_job("Job", "it-job", cluster.RUNNING) is None  # looked 1 s ago: not yet again
+    assert watch.check_job("Job", "it-job", cluster.JobPhase.RUNNING) is None  # looked 1 s ago: not yet again
     assert looks == [3.5]
 
 
@@ -450,13 +450,13 @@ def test_stall_watch_job_without_pods():
     facts = ListFacts(events=[event(job(), "FailedCreate", QUOTA_REFUSAL, source="job-controller")],
                       quotas=[quota()])
     watch = StallWatch(FakeBackend([], job()), clock=lambda: now[0], facts=lambda b: facts)
-    assert watch.check_job("Job", "it-job", cluster.CREATED) is None
+    assert watch.check_job("Job", "it-job", cluster.JobPhase.CREATED) is None
     now[0] = 3.1
-    err = watch.check_job("Job", "it-job", cluster.CREATED)
+    err = watch.check_job("Job", "it-job", cluster.JobPhase.CREATED)
     assert isinstance(err, cluster.QuotaError) and "it-quota" in str(err)
     # finished jobs are not judged
     assert StallWatch(FakeBackend([], job()), clock=lambda: 99.0,
-                      facts=lambda b: facts).check_job("Job", "it-job", cluster.SUCCEEDED) is None
+                      facts=lambda b: facts).check_job("Job", "it-job", cluster.JobPhase.SUCCEEDED) is None
 
 
 @pytest.mark.parametrize("phase", ["Running", "Succeeded"])
@@ -464,7 +464,7 @@ def test_running_pods_need_no_look(phase):
     running = pod(phase=phase, conditions=[SCHEDULED], node="vm")
     calls = []
     watch = StallWatch(FakeBackend([running], job()), clock=lambda: 100.0, facts=lambda b: calls.append(1))
-    assert watch.check_job("Job", "it-job", cluster.RUNNING) is None and calls == []
+    assert watch.check_job("Job", "it-job", cluster.JobPhase.RUNNING) is None and calls == []
 
 
 def test_a_class_made_since_the_refusal_is_not_reported():

@@ -11,6 +11,7 @@ sends them, exactly as they would to a cluster.
 from __future__ import annotations
 
 import json
+import tempfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -19,21 +20,52 @@ import pytest
 from kubernetes import client
 
 from mnist_lib import cluster
-from mnist_lib.cluster.kubernetes import APPLY_PATCH, FIELD_MANAGER, KubernetesBackend
+from mnist_lib.cluster.kubernetes import FIELD_MANAGER, KubernetesBackend
 
 NS = "mnist"
+APPLY_PATCH = "application/apply-patch+yaml"  # server-side apply's content type
+
+
+# What the fake serves in its discovery documents: (group/version, kind, plural, namespaced).
+RESOURCES = [
+    ("v1", "Namespace", "namespaces", False), ("v1", "Pod", "pods", True), ("v1", "Service", "services", True),
+    ("v1", "ConfigMap", "configmaps", True), ("v1", "PersistentVolumeClaim", "persistentvolumeclaims", True),
+    ("apps/v1", "Deployment", "deployments", True), ("batch/v1", "Job", "jobs", True),
+    ("kubeflow.org/v1", "TFJob", "tfjobs", True),
+]
+
+
+def discovery_documents(resources) -> dict[str, dict]:
+    """The discovery answers of an API server serving ``resources`` (what DynamicClient reads first)."""
+    documents = {"/version": {"major": "1", "minor": "32", "gitVersion": "v1.32.13"}}
+    versions = sorted({gv for gv, *_ in resources})
+    for gv in versions:
+        path = f"/api/{gv}" if "/" not in gv else f"/apis/{gv}"
+        documents[path] = {"kind": "APIResourceList", "groupVersion": gv, "resources": [
+            {"name": plural, "singularName": kind.lower(), "namespaced": namespaced, "kind": kind,
+             "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]}
+            for v, kind, plural, namespaced in resources if v == gv]}
+    documents["/apis"] = {"kind": "APIGroupList", "apiVersion": "v1", "groups": [
+        {"name": gv.split("/")[0], "versions": [{"groupVersion": gv, "version": gv.split("/")[1]}],
+         "preferredVersion": {"groupVersion": gv, "version": gv.split("/")[1]}}
+        for gv in versions if "/" in gv]}
+    return documents
 
 
 class FakeKubernetesAPI:
     """A fake API server (a fake: these tests run without a cluster): canned answers, recorded requests.
 
     ``routes[(method, path)] = (status, body)``; anything else answers 404 the way
-    the API server does for an unknown resource type.
+    the API server does for an unknown resource type. Discovery (``/version``, ``/api/v1``,
+    ``/apis/...``: what the backend's DynamicClient reads to find each kind's path) is
+    answered from ``resources`` and recorded apart, in ``discovery``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, resources=RESOURCES) -> None:
         self.requests: list[dict] = []
+        self.discovery: list[str] = []
         self.routes: dict[tuple[str, str], tuple[int, object]] = {}
+        self.documents = discovery_documents(resources)
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -41,11 +73,15 @@ class FakeKubernetesAPI:
                 url = urlsplit(self.path)
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
-                fake.requests.append({
-                    "method": self.command, "path": url.path, "query": parse_qs(url.query),
-                    "content_type": self.headers.get("Content-Type"),
-                    "body": json.loads(raw) if raw else None})
-                status, body = fake.routes.get((self.command, url.path), (404, not_found()))
+                if self.command == "GET" and url.path in fake.documents:
+                    fake.discovery.append(url.path)
+                    status, body = 200, fake.documents[url.path]
+                else:
+                    fake.requests.append({
+                        "method": self.command, "path": url.path, "query": parse_qs(url.query),
+                        "content_type": self.headers.get("Content-Type"),
+                        "body": json.loads(raw) if raw else None})
+                    status, body = fake.routes.get((self.command, url.path), (404, not_found()))
                 data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json" if not isinstance(body, str) else "text/plain")
@@ -78,14 +114,31 @@ def not_found(name: str | None = None, kind: str | None = None) -> dict:
             "reason": "NotFound", "details": details, "code": 404}
 
 
+DELETED = {"kind": "Status", "apiVersion": "v1", "status": "Success"}  # what a DELETE answers
+
+
 def status_error(code: int, reason: str, message: str) -> dict:
     return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message,
             "reason": reason, "code": code}
 
 
+@pytest.fixture(autouse=True)
+def own_discovery_cache(tmp_path, monkeypatch):
+    """The client caches discovery in the temp folder, per server address: a test's own folder, so a
+    cache left by an earlier fake on the same port cannot answer for this one."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+
 @pytest.fixture
 def api():
     fake = FakeKubernetesAPI()
+    yield fake
+    fake.close()
+
+
+@pytest.fixture
+def api_without_operator():
+    fake = FakeKubernetesAPI([r for r in RESOURCES if r[1] != "TFJob"])
     yield fake
     fake.close()
 
@@ -163,7 +216,7 @@ def test_model_server_objects_are_applied_and_deleted_in_order(api):
              f"/api/v1/namespaces/{NS}/services/mnist-serving"]
     for obj, path in zip(objects, paths):
         api.routes[("PATCH", path)] = (200, obj)
-        api.routes[("DELETE", path)] = (200, {})
+        api.routes[("DELETE", path)] = (200, DELETED)
     backend = api.backend()
     assert backend.apply(objects) == ["ConfigMap/mnist-serving-config", "Deployment/mnist-serving",
                                       "Service/mnist-serving"]
@@ -179,7 +232,7 @@ def test_delete_job_takes_its_pods_and_service_with_it(api):
     service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "mnist-workers"}}
     api.routes[("PATCH", f"/api/v1/namespaces/{NS}/services/mnist-workers")] = (200, service)
     api.routes[("PATCH", JOB_PATH)] = (200, job())
-    api.routes[("DELETE", JOB_PATH)] = (200, {})
+    api.routes[("DELETE", JOB_PATH)] = (200, DELETED)
     backend = api.backend()
     backend.create_job([service, job()])
     api.requests.clear()
@@ -203,7 +256,7 @@ def test_tfjob_status_from_conditions_and_replica_statuses(api):
                                            "restartCount": i, "state": {"running": {}}}]}} for i in range(2)]}
     api.routes[("GET", PODS_PATH)] = (200, pods)
     status = api.backend().get_job("mnist-tfjob", kind="TFJob")
-    assert status.phase == cluster.RUNNING
+    assert status.phase == cluster.JobPhase.RUNNING
     assert status.replicas == {"Worker": cluster.ReplicaStatus(active=2, restarts=1)}
     assert status.summary() == "TFJob mnist-tfjob: Running (Worker: 2 active, 1 restarts)"
     pod_query = [r["query"] for r in api.requests if r["path"] == PODS_PATH][0]
@@ -216,7 +269,7 @@ def test_job_complete_reads_as_succeeded(api):
     api.routes[("GET", JOB_PATH + "/status")] = (200, done)
     api.routes[("GET", PODS_PATH)] = (200, {"kind": "PodList", "items": []})
     status = api.backend().get_job("mnist-job", kind="Job")
-    assert status.phase == cluster.SUCCEEDED and status.replicas["Pod"].succeeded == 1
+    assert status.phase == cluster.JobPhase.SUCCEEDED and status.replicas["Pod"].succeeded == 1
 
 
 def test_failed_tfjob_raises_with_the_log_tail(api):
@@ -305,12 +358,37 @@ def test_port_forward_resolves_a_service_to_a_running_pod(api):
 
 # -- errors ------------------------------------------------------------------------------
 
-def test_missing_tfjob_crd_says_how_to_install_the_operator(api):
-    # Nothing routed: the API server answers 404 "could not find the requested resource".
+def test_missing_tfjob_crd_says_how_to_install_the_operator(api_without_operator):
+    # Discovery lists no kubeflow.org/v1: the client finds no TFJob resource, nothing is sent.
     with pytest.raises(cluster.OperatorMissingError) as err:
-        api.backend().create_job(tfjob())
+        api_without_operator.backend().create_job(tfjob())
+    assert cluster.INSTALL_OPERATOR in str(err.value)
     assert 'kubectl apply --server-side -k "github.com/kubeflow/training-operator.git/manifests/' \
            'overlays/standalone?ref=v1.9.4"' in str(err.value)
+    assert api_without_operator.requests == []
+    api_without_operator.backend().delete_job("mnist-tfjob", kind="TFJob")  # nothing to delete: fine
+
+
+def test_a_tfjob_crd_removed_after_discovery_still_says_install_the_operator(api):
+    # Discovery (or the client's cache) lists TFJob, but the API server answers 404 for the type.
+    with pytest.raises(cluster.OperatorMissingError, match="Install the Kubeflow training operator"):
+        api.backend().create_job(tfjob())
+
+
+def test_a_kind_the_cluster_does_not_serve_is_named(api):
+    with pytest.raises(cluster.InvalidObjectError, match="serves no CronTab in stable.example.com/v1"):
+        api.backend().apply({"apiVersion": "stable.example.com/v1", "kind": "CronTab", "metadata": {"name": "x"}})
+
+
+def test_discovery_is_read_once_per_backend(api):
+    api.routes[("PATCH", JOB_PATH)] = (200, job())
+    backend = api.backend()
+    backend.apply(job())
+    first = list(api.discovery)
+    backend.apply(job())
+    backend.apply(job())
+    assert api.discovery == first  # the second and third apply ask nothing but the PATCH
+    assert len(api.requests) == 3
 
 
 def test_missing_namespace(api):

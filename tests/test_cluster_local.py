@@ -67,7 +67,7 @@ def test_two_worker_tfjob_matches_single_process(backend, outputs, single_accura
     config = manifests.run_config("two-workers", **COMPARE)
     name = backend.create_job(manifests.tfjob("two-workers", config, workers=2))
     status = backend.wait_for_job_conditions(name, timeout=300, progress=False)
-    assert status.phase == cluster.SUCCEEDED
+    assert status.phase == cluster.JobPhase.SUCCEEDED
     # The operator's TF_CONFIG, with localhost ports in place of service names.
     tf_config = json.loads(backend.replica_env(name, "worker", 1)["TF_CONFIG"])
     assert tf_config["task"] == {"type": "worker", "index": 1}
@@ -83,7 +83,7 @@ def test_parameter_server_tfjob_matches_single_process(backend, outputs, single_
     config = manifests.run_config("with-ps", **COMPARE)
     name = backend.create_job(manifests.tfjob("with-ps", config, workers=2, parameter_servers=1))
     status = backend.wait_for_job_conditions(name, timeout=300, progress=False)
-    assert status.phase == cluster.SUCCEEDED
+    assert status.phase == cluster.JobPhase.SUCCEEDED
     assert status.replicas["Chief"].succeeded == 1
     # The chief succeeded, so the parameter server (which never exits) was stopped.
     assert status.replicas["PS"].active == 0 and backend.processes() == []
@@ -117,7 +117,7 @@ def test_killed_worker_restarts_and_training_resumes(backend, outputs):
     os.kill(victim, signal.SIGKILL)  # as if its node died
 
     status = backend.wait_for_job_conditions(name, timeout=400, progress=False)
-    assert status.phase == cluster.SUCCEEDED
+    assert status.phase == cluster.JobPhase.SUCCEEDED
     assert status.replicas["Worker"].restarts >= 1
     logs = backend.get_job_logs(name, replica="worker", index=1)
     assert "restarted" in logs and "Resuming from" in logs
@@ -136,7 +136,7 @@ def test_crashing_job_ends_failed_with_its_logs(backend):
     name = backend.create_job(job)
     with pytest.raises(cluster.JobFailedError) as err:
         backend.wait_for_job_conditions(name, timeout=120, progress=False)
-    assert err.value.status.phase == cluster.FAILED
+    assert err.value.status.phase == cluster.JobPhase.FAILED
     assert "backoff limit" in str(err.value)
     assert "error: --width must be an integer from 1" in str(err.value)  # the tail of its logs
 
@@ -153,7 +153,7 @@ def sleeper(name: str, ignore_sigterm: bool = False) -> dict:
 
 def test_delete_stops_everything(backend):
     name = backend.create_job(sleeper("sleepy"))
-    backend.wait_for_job_conditions(name, expected_conditions=[cluster.RUNNING], progress=False)
+    backend.wait_for_job_conditions(name, expected_conditions=[cluster.JobPhase.RUNNING], progress=False)
     pids = backend.processes()
     assert len(pids) == 1
     backend.delete_job(name)
@@ -185,7 +185,7 @@ def test_deployment_and_port_forward(backend):
     with backend.port_forward("web", 80) as forward:
         assert forward.local_port != 8080  # a free port, so two courses can run side by side
         assert urllib.request.urlopen(forward.url, timeout=10).status == 200
-    assert backend.get_job("web").phase == cluster.RUNNING
+    assert backend.get_job("web").phase == cluster.JobPhase.RUNNING
     backend.delete([deployment, service])
     assert backend.processes() == []
 
@@ -214,7 +214,7 @@ def test_model_server_objects_serve_every_version_through_their_config_map(backe
     argv = backend._find("mnist-serving", "Deployment").replicas[0].argv
     assert f"--model_config_file={written}" in argv  # the mountPath, mapped to the ConfigMap's folder
     try:
-        backend.wait_for_job_conditions("mnist-serving", [cluster.RUNNING], kind="Deployment",
+        backend.wait_for_job_conditions("mnist-serving", [cluster.JobPhase.RUNNING], kind="Deployment",
                                         timeout=120, progress=False)
         with backend.port_forward("mnist-serving", 8500, timeout=120) as forward:
             for version in (1, 2, None):
@@ -299,7 +299,7 @@ def test_success_policy_worker_0_or_all_workers(backend):
     # AllWorkers: the job waits for worker 1 too.
     backend.create_job(python_tfjob("all-workers", quick_and_slow, successPolicy="AllWorkers"))
     time.sleep(1.5)
-    assert backend.get_job("all-workers").phase == cluster.RUNNING
+    assert backend.get_job("all-workers").phase == cluster.JobPhase.RUNNING
     status = backend.wait_for_job_conditions("all-workers", timeout=60, progress=False)
     assert status.replicas["Worker"].succeeded == 2
 

@@ -26,7 +26,7 @@ import yaml
 from real_cluster import RealCluster
 
 from mnist_lib import cluster, manifests
-from mnist_lib.cluster import RUNNING, SUCCEEDED
+from mnist_lib.cluster import JobPhase
 from mnist_lib.cluster.kubernetes import FIELD_MANAGER, KubernetesBackend
 from mnist_lib.tf_config import build_tf_config, operator_address
 
@@ -151,7 +151,7 @@ def test_tfjob_two_workers_succeeds_with_the_operators_tf_config(real_cluster, i
     try:
         # Read TF_CONFIG while both pods exist: worker 1's pod may be deleted as soon as
         # the job is Succeeded (cleanPodPolicy Running).
-        backend.wait_for_job_conditions(name, expected_conditions=(RUNNING, SUCCEEDED), timeout=300)
+        backend.wait_for_job_conditions(name, expected_conditions=(JobPhase.RUNNING, JobPhase.SUCCEEDED), timeout=300)
         tf_configs = {i: backend.replica_env(name, "worker", i)["TF_CONFIG"] for i in range(2)}
         for i, given in tf_configs.items():
             # What the local backend gives its processes (mnist_lib.tf_config), with the
@@ -362,7 +362,7 @@ def test_crashing_job_raises_with_its_log_tail(it: Namespace) -> None:
     try:
         with pytest.raises(cluster.JobFailedError) as err:
             backend.wait_for_job_conditions(name, timeout=180, polling_interval=1)
-        assert err.value.status.phase == cluster.FAILED
+        assert err.value.status.phase == cluster.JobPhase.FAILED
         assert "the training data is corrupt (it-crash)" in err.value.logs
         assert "loading the data" in str(err.value) and f"Job {name} failed" in str(err.value)
     finally:

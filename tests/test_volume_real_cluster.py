@@ -33,7 +33,7 @@ def backend(_real_cluster_base, tmp_path_factory) -> Iterator[KubernetesBackend]
     patch.setenv("MNIST_OUTPUT_DIR", str(mirror))
     backend = _real_cluster_base.backend(NS)
     try:
-        cluster.prepare_namespace(backend)  # namespace + claim (default StorageClass)
+        backend.prepare_namespace()  # namespace + claim (default StorageClass)
         yield backend
     finally:
         backend.delete([manifests.namespace(NS)])
@@ -116,7 +116,7 @@ def test_a_claim_that_cannot_bind_is_explained_in_seconds(_real_cluster_base, mo
     monkeypatch.setenv("MNIST_STORAGE_CLASS", "no-such-class")
     backend = _real_cluster_base.backend(namespace)
     try:
-        cluster.prepare_namespace(backend)  # the claim names the missing class
+        backend.prepare_namespace()  # the claim names the missing class
         started = time.monotonic()
         with pytest.raises(cluster.VolumeError) as err:
             runs.result("anything", backend)

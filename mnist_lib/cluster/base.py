@@ -3,6 +3,7 @@
 A backend implements the primitive verbs (``apply``, ``get_job``, ``get_job_logs``,
 ``delete``, ``port_forward``); waiting with progress is written once, here, on
 top of ``get_job``, so both backends report progress and failures the same way.
+The helpers both backends use to read the objects they are given are here too.
 """
 
 from __future__ import annotations
@@ -10,14 +11,100 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-from mnist_lib import paths, runs
-from mnist_lib.cluster import (FAILED, SUCCEEDED, JobFailedError, JobStatus, JobTimeoutError, Manifest,
-                               NotFoundError, Objects, as_list, job_in, main_replica, replica_specs)
+from mnist_lib import paths, runs, settings
+from mnist_lib.cluster.types import (ClusterError, InvalidObjectError, JobFailedError, JobPhase, JobStatus,
+                                     JobTimeoutError, Manifest, NotFoundError, Objects)
+from mnist_lib.constants import LOG_TAIL_LINES
+from mnist_lib.tf_config import operator_address
+from mnist_lib.waiting import wait_until
 
-LOG_TAIL_LINES = 30
+if TYPE_CHECKING:
+    from mnist_lib.config import TrainConfig
 
+# The job kinds the backends know how to follow (create_job, get_job, delete_job).
+JOB_KINDS = ("Job", "TFJob")
+
+
+# -- reading the objects a backend is given -------------------------------------
+
+def as_list(objects: Objects) -> list[dict[str, Any]]:
+    """Accept one object or a list of them; check each looks like a Kubernetes object."""
+    items = [objects] if isinstance(objects, Mapping) else list(objects)
+    if not items:
+        raise InvalidObjectError("nothing to submit: pass a Kubernetes object (a dict) or a list of them")
+    for obj in items:
+        if not isinstance(obj, Mapping) or not obj.get("kind") or not obj.get("apiVersion") \
+                or not (obj.get("metadata") or {}).get("name"):
+            raise InvalidObjectError(
+                "each object needs apiVersion, kind and metadata.name (build them with "
+                f"mnist_lib.manifests); got {str(obj)[:200]}")
+    return [dict(obj) for obj in items]
+
+
+def in_namespace(obj: Manifest, namespace: str) -> dict[str, Any]:
+    """``obj`` placed in the backend's ``namespace``; one built for another namespace is refused.
+
+    The course's objects carry no namespace (:mod:`mnist_lib.manifests`): like
+    ``kubectl apply -n``, the backend puts them in its own, ``MNIST_NAMESPACE``.
+    An object naming another one would land where this backend never looks.
+    """
+    if obj["kind"] == "Namespace":
+        return dict(obj)
+    given = (obj.get("metadata") or {}).get("namespace")
+    if given and given != namespace:
+        raise InvalidObjectError(
+            f"{obj['kind']} {obj['metadata']['name']} is for namespace {given!r}, but this backend works in "
+            f"{namespace!r} ({settings.NAMESPACE_ENV}): build it without namespace=..., or set "
+            f"{settings.NAMESPACE_ENV}={given} before the first get_backend() of the kernel.")
+    return {**obj, "metadata": {**obj["metadata"], "namespace": namespace}}
+
+
+def job_in(objects: Sequence[Manifest]) -> Manifest:
+    """The one Job or TFJob among ``objects`` (the thing to wait for)."""
+    jobs = [o for o in objects if o["kind"] in JOB_KINDS]
+    if len(jobs) != 1:
+        kinds = [o["kind"] for o in objects]
+        raise InvalidObjectError(
+            f"create_job needs exactly one Job or TFJob among the objects, got kinds {kinds}; "
+            "use apply() for objects that are not jobs (Deployments, Services...)")
+    return jobs[0]
+
+
+def replica_specs(tfjob: Manifest) -> dict[str, dict[str, Any]]:
+    """``spec.tfReplicaSpecs`` of a TFJob, checked: {'Chief': {...}, 'Worker': {...}}."""
+    specs = (tfjob.get("spec") or {}).get("tfReplicaSpecs") or {}
+    known = ("Chief", "Master", "PS", "Worker", "Evaluator")
+    if not specs:
+        raise InvalidObjectError(f"TFJob {tfjob['metadata']['name']} has no spec.tfReplicaSpecs")
+    for rtype in specs:
+        if rtype not in known:
+            raise InvalidObjectError(f"TFJob replica type {rtype!r} is not one of {list(known)} "
+                                     "(the spelling is case-sensitive)")
+    return dict(specs)
+
+
+def main_replica(kind: str, replicas: Iterable[str]) -> str:
+    """The replica whose logs tell the story: the chief (or master) if any, else worker."""
+    replicas = list(replicas)
+    for rtype in ("Chief", "Master", "Worker"):
+        if rtype in replicas:
+            return rtype
+    return replicas[0] if replicas else ("Job" if kind == "Job" else "Worker")
+
+
+def canonical_replica(replica: str | None, known: Iterable[str]) -> str | None:
+    """Match ``"worker"`` to ``"Worker"``, ``"ps"`` to ``"PS"``: replica names are case-insensitive here."""
+    if replica is None:
+        return None
+    for name in known:
+        if name.lower() == replica.lower():
+            return name
+    raise NotFoundError(f"no replica type {replica!r}; this job has {sorted(known)}")
+
+
+# -- the verbs --------------------------------------------------------------------
 
 class PortForward:
     """A local port that reaches a port of a pod or service. Close it when done (or use ``with``)."""
@@ -131,8 +218,6 @@ class Backend(ABC):
         backend overrides it with the localhost ports it picked. Chapter 04 uses it
         to check that every address in a replica's TF_CONFIG is the right one.
         """
-        from mnist_lib.tf_config import operator_address
-
         return operator_address(name, self.namespace)
 
     def wait_for_replica_envs(self, tfjob: Manifest, timeout: float = 300) -> dict[str, dict[str, str]]:
@@ -144,20 +229,23 @@ class Backend(ABC):
         a worker that has not exited yet), and what they were given goes with them.
         """
         name = tfjob["metadata"]["name"]
-        deadline = time.monotonic() + timeout
+        wanted = [(rtype, index) for rtype, spec in replica_specs(tfjob).items()
+                  for index in range(int(spec.get("replicas", 1)))]
         envs: dict[str, dict[str, str]] = {}
-        for rtype, spec in replica_specs(tfjob).items():
-            for index in range(int(spec.get("replicas", 1))):
-                while True:
-                    try:
-                        envs[f"{rtype.lower()} {index}"] = self.replica_env(name, rtype, index, kind="TFJob")
-                        break
-                    except NotFoundError:  # its pod is not created yet
-                        if time.monotonic() > deadline:
-                            raise JobTimeoutError(f"TFJob {name}: no pod for {rtype.lower()} {index} after "
-                                                  f"{timeout:.0f} s; look at the job's events "
-                                                  f"(kubectl -n {self.namespace} describe tfjob {name})") from None
-                        time.sleep(0.5)
+
+        def read_all() -> bool:
+            for rtype, index in wanted:
+                key = f"{rtype.lower()} {index}"
+                if key not in envs:  # NotFoundError until its pod is created
+                    envs[key] = self.replica_env(name, rtype, index, kind="TFJob")
+            return True
+
+        def timed_out() -> JobTimeoutError:
+            missing = next(key for key in (f"{r.lower()} {i}" for r, i in wanted) if key not in envs)
+            return JobTimeoutError(f"TFJob {name}: no pod for {missing} after {timeout:.0f} s; look at the "
+                                   f"job's events (kubectl -n {self.namespace} describe tfjob {name})")
+
+        wait_until(read_all, timeout, retry_on=(NotFoundError,), on_timeout=timed_out)
         return envs
 
     # -- built on the primitives --------------------------------------------
@@ -168,7 +256,7 @@ class Backend(ABC):
         self.apply(items)
         return job["metadata"]["name"]
 
-    def wait_for_job_conditions(self, name: str, expected_conditions: Iterable[str] = (SUCCEEDED,),
+    def wait_for_job_conditions(self, name: str, expected_conditions: Iterable[str] = (JobPhase.SUCCEEDED,),
                                 timeout: float = 900, polling_interval: float = 1.0,
                                 progress: bool = True, kind: str | None = None) -> JobStatus:
         """Wait until the job reaches one of ``expected_conditions``; print each change if ``progress``.
@@ -178,6 +266,7 @@ class Backend(ABC):
         long raises :class:`JobTimeoutError`; the job itself keeps running.
         """
         expected = set(expected_conditions)
+        # A loop of its own, not waiting.wait_until: each poll also prints changes and keeps crash logs.
         deadline = time.monotonic() + timeout
         last = ""
         crash_logs = ""  # the tail of a crashed replica's log, read while its pod still exists
@@ -189,7 +278,7 @@ class Backend(ABC):
                 print(last, flush=True)
             if status.phase in expected:
                 return status
-            if status.phase == FAILED:
+            if status.phase == JobPhase.FAILED:
                 raise self.failure(status, crash_logs)
             if any(r.restarts or r.failed for r in status.replicas.values()):
                 # On a cluster the Job controller deletes a crash-looping pod when the job
@@ -197,7 +286,7 @@ class Backend(ABC):
                 try:
                     crash_logs = self._log_tail(status, self._failing_replica(status, count_restarts=True)) \
                         or crash_logs
-                except Exception:
+                except (ClusterError, OSError):
                     pass  # not readable right now (a container restarting): keep the previous tail
             if time.monotonic() > deadline:
                 raise JobTimeoutError(
@@ -209,11 +298,11 @@ class Backend(ABC):
         """The text of a file on the shared volume, e.g. ``/outputs/ch03-job/checkpoints/result.json``."""
         return self.pull(path)[0].read_text()
 
-    def read_result(self, config: Any) -> dict[str, Any] | None:
+    def read_result(self, config: TrainConfig) -> dict[str, Any] | None:
         """A finished run's ``result.json`` (test accuracy, timings...), or None if there is none yet."""
         return runs.read_result(config.model_dir, backend=self)
 
-    def clear_outputs(self, config: Any) -> None:
+    def clear_outputs(self, config: TrainConfig) -> None:
         """Delete a run's checkpoints, logs and export on the shared volume, to train it from scratch."""
         self.remove_outputs([paths.on_volume(folder) for folder in (config.model_dir, config.log_dir,
                                                                       config.export_dir)])
@@ -241,7 +330,7 @@ class Backend(ABC):
         replica = self._failing_replica(status)
         try:
             logs = self._log_tail(status, replica)
-        except Exception as err:  # the failure matters more than missing logs
+        except (ClusterError, OSError) as err:  # the failure matters more than missing logs
             logs = crash_logs or f"(logs unavailable: {err})"
         reason = status.message or "a replica failed"
         return JobFailedError(

@@ -42,11 +42,19 @@ import re
 import time
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
-from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol, Sequence
 
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from kubernetes.utils.quantity import parse_quantity
+from urllib3.exceptions import HTTPError
+
+from mnist_lib.cluster.types import (FINISHED, ClusterError, ImagePullError, JobPhase, PodStuckError, QuotaError,
+                                     UnschedulableError, VolumeError)
 from mnist_lib.settings import ACCESS_MODE_ENV, STORAGE_CLASS_ENV  # the settings the advice names
-from mnist_lib.cluster import (FINISHED, ClusterError, ImagePullError, PodStuckError, QuotaError,
-                               UnschedulableError, VolumeError)
+
+if TYPE_CHECKING:
+    from mnist_lib.cluster.kubernetes import KubernetesBackend
 
 Obj = Mapping[str, Any]
 
@@ -153,8 +161,6 @@ def quantity(value: Any) -> Decimal | None:
     """``"500m"`` -> 0.5, ``"1Gi"`` -> 1073741824; None if it is not a quantity."""
     if value is None:
         return None
-    from kubernetes.utils.quantity import parse_quantity
-
     try:
         return Decimal(parse_quantity(value))
     except (ValueError, TypeError, InvalidOperation):
@@ -228,7 +234,7 @@ def _remake_claim(namespace: str, claim: str, bound: bool = False) -> str:
     return ("then make the claim again (its class and access mode cannot be changed): delete the job (a claim "
             f"stays while a pod uses it), `kubectl -n {namespace} delete pvc {claim}`"
             + (" (its files go with it: pull what you need first)" if bound else "")
-            + ", and restart the kernel (or run mnist_lib.cluster.prepare_namespace(backend)); the claim is built "
+            + ", and restart the kernel (or run backend.prepare_namespace()); the claim is built "
             "by manifests.volume_claim(storage_class=..., access_mode=...)")
 
 
@@ -243,32 +249,36 @@ def _waiting_containers(pod: Obj) -> Iterable[tuple[Obj, Obj]]:
             yield cs, waiting
 
 
+def _waiting_for(pod: Obj, reasons: Iterable[str]) -> tuple[Obj, Obj] | None:
+    """The first ``(container status, waiting state)`` of ``pod`` waiting for one of ``reasons``."""
+    return next(((cs, waiting) for cs, waiting in _waiting_containers(pod) if waiting.get("reason") in reasons),
+                None)
+
+
 def image_pull_problem(pod: Obj, job: str | None = None) -> ImagePullError | None:
     """A container whose image cannot be pulled: it never starts (at once, no waiting)."""
-    for cs, waiting in _waiting_containers(pod):
-        if waiting.get("reason") in IMAGE_PULL_REASONS:
-            return ImagePullError(
-                f"pod {name_of(pod)} cannot pull image {cs.get('image')!r} "
-                f"({waiting['reason']}: {waiting.get('message', '')}). Check the image name and tag, "
-                "that it was pushed to a registry the cluster can reach (with kind: "
-                "`kind load docker-image IMAGE`), and imagePullSecrets for a private registry."
-                + (f" The job keeps trying: delete it with delete_job({job!r})." if job else ""))
-    return None
+    if not (found := _waiting_for(pod, IMAGE_PULL_REASONS)):
+        return None
+    cs, waiting = found
+    return ImagePullError(
+        f"pod {name_of(pod)} cannot pull image {cs.get('image')!r} "
+        f"({waiting['reason']}: {waiting.get('message', '')}). Check the image name and tag, "
+        "that it was pushed to a registry the cluster can reach (with kind: "
+        "`kind load docker-image IMAGE`), and imagePullSecrets for a private registry."
+        + (f" The job keeps trying: delete it with delete_job({job!r})." if job else ""))
 
 
 def container_problem(pod: Obj, waited: float, job: str | None = None) -> PodStuckError | None:
     """A container the kubelet cannot create (a missing Secret or ConfigMap, a securityContext the
     image does not allow): it retries for ever, and nothing changes until someone acts."""
-    if waited < LOOK_AFTER:
+    if waited < LOOK_AFTER or not (found := _waiting_for(pod, CONFIG_REASONS)):
         return None
-    for cs, waiting in _waiting_containers(pod):
-        if waiting.get("reason") in CONFIG_REASONS:
-            return PodStuckError(
-                f"pod {name_of(pod)} cannot start its container {cs.get('name')!r}: {waiting['reason']}: "
-                f"{waiting.get('message', '')}. The kubelet keeps retrying, but this does not mend itself: "
-                "create what the message says is missing (a Secret, a ConfigMap), or fix the container "
-                "(its command, its securityContext)." + _keeps_waiting(job))
-    return None
+    cs, waiting = found
+    return PodStuckError(
+        f"pod {name_of(pod)} cannot start its container {cs.get('name')!r}: {waiting['reason']}: "
+        f"{waiting.get('message', '')}. The kubelet keeps retrying, but this does not mend itself: "
+        "create what the message says is missing (a Secret, a ConfigMap), or fix the container "
+        "(its command, its securityContext)." + _keeps_waiting(job))
 
 
 def _why_claim_pending(pvc: Obj, events: Sequence[Obj], classes: Sequence[Obj] | None,
@@ -331,7 +341,7 @@ def claim_problem(pod: Obj, claims: Mapping[str, Obj | None], claim_events: Mapp
         if pvc is None:
             return VolumeError(
                 f"pod {name_of(pod)} cannot start: it mounts the volume claim {claim}, which does not exist in "
-                f"namespace {namespace}. Make it: mnist_lib.cluster.prepare_namespace(backend) does (it applies "
+                f"namespace {namespace}. Make it: backend.prepare_namespace() does (it applies "
                 f"manifests.volume_claim()), or `kubectl -n {namespace} apply -f` a claim named {claim}."
                 + _keeps_waiting(job))
         if not pvc:
@@ -344,7 +354,7 @@ def claim_problem(pod: Obj, claims: Mapping[str, Obj | None], claim_events: Mapp
                 f"pod {name_of(pod)} cannot start: its volume claim {claim} is Lost (its PersistentVolume "
                 f"{(pvc.get('spec') or {}).get('volumeName')} is gone): the files on it are gone too. "
                 f"Delete the claim (`kubectl -n {namespace} delete pvc {claim}`) and make it again (restart the "
-                "kernel, or mnist_lib.cluster.prepare_namespace(backend))." + _keeps_waiting(job))
+                "kernel, or backend.prepare_namespace())." + _keeps_waiting(job))
         why = _why_claim_pending(pvc, claim_events.get(claim) or (), storage_classes, scheduler_says, waited)
         if why is None:
             continue
@@ -669,15 +679,12 @@ class ApiFacts:
     """Facts from the API server, through a :class:`KubernetesBackend`'s clients; each question is
     asked once (an instance lives for one closer look). A refusal (403) or an error is "unknown"."""
 
-    def __init__(self, backend: Any):
+    def __init__(self, backend: KubernetesBackend):
         self.backend = backend
         self.namespace = backend.namespace
         self._memo: dict[tuple[str, str], Any] = {}
 
     def _ask(self, key: tuple[str, str], call: Callable[[], Any], unknown: Any, gone: Any = None) -> Any:
-        from kubernetes.client.exceptions import ApiException
-        from urllib3.exceptions import HTTPError
-
         if key not in self._memo:
             try:
                 self._memo[key] = self.backend.api_client.sanitize_for_serialization(call())
@@ -707,8 +714,6 @@ class ApiFacts:
         return None if answer is None else list(answer.get("items") or [])
 
     def storage_classes(self) -> list[dict[str, Any]] | None:
-        from kubernetes import client
-
         return self._items("classes", lambda: client.StorageV1Api(self.backend.api_client).list_storage_class())
 
     def nodes(self) -> list[dict[str, Any]] | None:
@@ -787,8 +792,8 @@ class StallWatch:
       job's events (and the quotas) if it is short of pods. Typically 2-5 calls.
     """
 
-    def __init__(self, backend: Any, clock: Callable[[], float] = time.monotonic,
-                 facts: Callable[[Any], Facts] = ApiFacts):
+    def __init__(self, backend: KubernetesBackend, clock: Callable[[], float] = time.monotonic,
+                 facts: Callable[[KubernetesBackend], Facts] = ApiFacts):
         self.backend = backend
         self.clock = clock
         self.facts = facts
@@ -817,7 +822,7 @@ class StallWatch:
             self._jobs[(kind, name)] = (now, obj)
         return obj
 
-    def check_job(self, kind: str, name: str, phase: str) -> ClusterError | None:
+    def check_job(self, kind: str, name: str, phase: JobPhase) -> ClusterError | None:
         """The error to raise for job ``name`` now, or None. Called on every poll."""
         now = self.clock()
         obj = self._job(kind, name, now) if phase not in FINISHED or kind == "Deployment" else None

@@ -3,6 +3,9 @@
 - Objects are sent with **server-side apply** (``PATCH`` with content type
   ``application/apply-patch+yaml`` and a field manager), what
   ``kubectl apply --server-side`` does: submitting the same manifest twice is safe.
+  Any kind the cluster serves goes the same way, custom resources (TFJob) included:
+  the client's ``DynamicClient`` finds its REST path from the API server's discovery
+  documents, as kubectl does, read once per backend (and cached on disk by the client).
 - Status comes from the objects themselves: a TFJob's ``status.conditions``
   (Created, Running, Restarting, Succeeded, Failed) and ``replicaStatuses``, a
   Job's ``Complete``/``Failed`` conditions and pod counts.
@@ -31,27 +34,31 @@ from urllib.parse import quote
 
 import pydantic
 import urllib3
-from kubernetes import client, config, watch
+from kubernetes import client, config, dynamic, watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
+from kubernetes.dynamic.exceptions import ResourceNotFoundError
 from kubernetes.stream import ws_client
 from websocket import WebSocketException
 
-from mnist_lib.cluster import (CREATED, FAILED, INSTALL_OPERATOR, RUNNING, SUCCEEDED, ClusterError,
-                               ClusterUnreachableError, ConflictError, ForbiddenError,
-                               InvalidObjectError, JobStatus, NoClusterError, NotFoundError, Objects,
-                               OperatorMissingError, ReplicaStatus, as_list, canonical_replica, in_namespace,
-                               main_replica)
+from mnist_lib import manifests
 from mnist_lib.cluster import diagnose
-from mnist_lib.cluster.base import Backend, PortForward
+from mnist_lib.cluster.base import Backend, PortForward, as_list, canonical_replica, in_namespace, main_replica
+from mnist_lib.cluster.types import (INSTALL_OPERATOR, ClusterError, ClusterUnreachableError, ConflictError,
+                                     ForbiddenError, InvalidObjectError, JobPhase, JobStatus, Manifest,
+                                     NoClusterError, NotFoundError, Objects, OperatorMissingError,
+                                     ReplicaStatus)
 from mnist_lib.cluster.volume import VolumeClient, websocket_headers
+from mnist_lib.constants import DEFAULT_NAMESPACE
+from mnist_lib.waiting import wait_until
 
 FIELD_MANAGER = "mnist-course"
-APPLY_PATCH = "application/apply-patch+yaml"
 TFJOB = ("kubeflow.org", "v1", "tfjobs")  # group, version, plural
 TFJOB_CONTAINER = "tensorflow"  # the container the operator gives TF_CONFIG to
-# Waiting reasons of a container that will not start by itself.
-# ErrImageNeverPull: imagePullPolicy Never and the image is not on the node (kind load it).
+# The API versions of the job kinds, for delete_job(name) when only the name is known.
+JOB_API_VERSIONS = {"TFJob": "/".join(TFJOB[:2]), "Job": "batch/v1"}
+PHASES = {phase.value for phase in JobPhase}  # the TFJob conditions that are phases
+SERVICE_ACCOUNT_TIMEOUT = 30.0  # a new namespace's "default" ServiceAccount is made within a second or two
 VOLUME_START_TIMEOUT = 180.0  # the volume helper pod's first start (an image pull on a fresh node)
 
 
@@ -75,7 +82,7 @@ class KubernetesBackend(Backend):
 
     name = "kubernetes"
 
-    def __init__(self, namespace: str = "mnist", api_client: client.ApiClient | None = None,
+    def __init__(self, namespace: str = DEFAULT_NAMESPACE, api_client: client.ApiClient | None = None,
                  context: str | None = None):
         self.namespace = namespace
         self.api_client = api_client or load_api_client(context)
@@ -83,6 +90,7 @@ class KubernetesBackend(Backend):
         self.apps = client.AppsV1Api(self.api_client)
         self.batch = client.BatchV1Api(self.api_client)
         self.custom = client.CustomObjectsApi(self.api_client)
+        self._dynamic: dynamic.DynamicClient | None = None  # made on the first apply or delete
         self._kinds: dict[str, str] = {}  # job name -> kind, for the jobs this client created
         self._companions: dict[str, list[dict[str, Any]]] = {}  # job name -> objects submitted with it
         self._volume: VolumeClient | None = None
@@ -108,6 +116,13 @@ class KubernetesBackend(Backend):
         except pydantic.ValidationError as err:  # an answer the client's models cannot read
             raise ClusterError(f"unexpected answer from the API server for {kind} {name}: "
                                f"{str(err).splitlines()[0]}. Is this a Kubernetes API server of version 1.27 or later?") from None
+
+    @staticmethod
+    def _operator_missing() -> OperatorMissingError:
+        return OperatorMissingError(
+            "this cluster has no TFJob resource (kubeflow.org/v1): the Kubeflow training operator is "
+            f"not installed. Install the Kubeflow training operator with: {INSTALL_OPERATOR} "
+            "- or use the operator-free path, manifests.indexed_job().")
 
     def _translate(self, err: ApiException, verb: str, kind: str, name: str, namespace: str) -> ClusterError:
         try:
@@ -135,10 +150,7 @@ class KubernetesBackend(Backend):
                 "and ask your cluster admin for a Role that allows it.")
         if err.status == 404:
             if kind == "TFJob" and not details.get("name"):
-                return OperatorMissingError(
-                    "this cluster has no TFJob resource (kubeflow.org/v1): the Kubeflow training operator is "
-                    f"not installed. Install the Kubeflow training operator with: {INSTALL_OPERATOR} "
-                    "- or use the operator-free path, manifests.indexed_job().")
+                return self._operator_missing()
             if details.get("kind") == "namespaces":
                 return NotFoundError(f"namespace {details.get('name')} does not exist: apply a Namespace object "
                                      f"first (or `kubectl create namespace {details.get('name')}`).")
@@ -154,7 +166,68 @@ class KubernetesBackend(Backend):
             return InvalidObjectError(f"the API server rejected {where} as invalid: {message}")
         return ClusterError(f"could not {verb} {where}: HTTP {err.status} {err.reason}: {message}")
 
+    # -- the namespace ----------------------------------------------------------------
+    def prepare_namespace(self) -> list[str]:
+        """Create the course's namespace and its shared volume claim if they are missing.
+
+        Every pod of the course mounts the claim ``mnist-outputs`` at ``/outputs``; a
+        pod whose claim does not exist stays Pending without a word. So the first
+        backend of a kernel makes sure both exist (server-side apply: a no-op when they
+        do), as ``kubectl apply -f manifests/namespace.yaml`` would. The claim gets a
+        volume of ``MNIST_STORAGE_CLASS``, else of the cluster's default StorageClass (kind,
+        cloud clusters and the test cluster have one). A user whose RBAC forbids creating
+        namespaces can still work in one an admin made.
+        """
+        applied = []
+        try:
+            applied += self.apply(manifests.namespace(self.namespace))
+        except ForbiddenError:
+            pass  # not allowed to create namespaces: an admin made it (or the next call says it is missing)
+        applied += self.apply(manifests.volume_claim(namespace=self.namespace))
+        self._wait_for_default_service_account()
+        return applied
+
+    def _wait_for_default_service_account(self, timeout: float = SERVICE_ACCOUNT_TIMEOUT) -> None:
+        """A new namespace gets its ``default`` ServiceAccount a moment later (a controller makes it);
+        until then every pod is refused ("serviceaccount default not found"). Wait for it."""
+        def exists() -> bool:
+            with self._errors("get", "ServiceAccount", "default"):
+                self.core.read_namespaced_service_account("default", self.namespace)
+            return True
+
+        try:
+            wait_until(exists, timeout, retry_on=(NotFoundError,))
+        except (ForbiddenError, TimeoutError):
+            pass  # not ours to check, or still missing: a pod's own error will then say what is wrong
+
     # -- apply and delete ---------------------------------------------------------
+    @property
+    def dynamic(self) -> dynamic.DynamicClient:
+        """The client's DynamicClient: one REST path for any kind, from the API's discovery documents.
+
+        Made on first use, once per backend: its discovery (a few requests, then cached)
+        must not slow each apply down."""
+        if self._dynamic is None:
+            with self._errors("list", "APIGroup", "*"):  # discovery: the groups, kinds and paths served
+                self._dynamic = dynamic.DynamicClient(self.api_client)
+        return self._dynamic
+
+    def _resource(self, obj: Manifest, verb: str) -> dynamic.Resource:
+        """The API resource that serves ``obj``'s apiVersion and kind: its REST path, and whether it is namespaced.
+
+        None served: :class:`OperatorMissingError` for a TFJob, else :class:`InvalidObjectError`."""
+        kind, api_version = obj["kind"], obj["apiVersion"]
+        with self._errors(verb, kind, obj["metadata"]["name"]):
+            try:
+                return self.dynamic.resources.get(api_version=api_version, kind=kind)
+            except ResourceNotFoundError:
+                if kind == "TFJob":
+                    raise self._operator_missing() from None
+                raise InvalidObjectError(
+                    f"this cluster serves no {kind} in {api_version}: check the manifest's apiVersion and kind "
+                    "(`kubectl api-resources` lists what it serves); a custom resource needs its operator "
+                    "installed first.") from None
+
     def apply(self, objects: Objects) -> list[str]:
         """Server-side apply each object, in order (put a Namespace first)."""
         items = as_list(objects)
@@ -162,75 +235,41 @@ class KubernetesBackend(Backend):
         for obj in items:
             obj = in_namespace(obj, self.namespace)  # the path and the body must agree on the namespace
             kind, name = obj["kind"], obj["metadata"]["name"]
-            namespace = obj["metadata"].get("namespace") or self.namespace
-            with self._errors("create", kind, name, namespace):
-                self._apply_one(kind, name, namespace, obj)
-            if kind in ("Job", "TFJob"):
+            resource = self._resource(obj, "create")
+            namespace = self.namespace if resource.namespaced else None
+            with self._errors("create", kind, name):
+                resource.server_side_apply(body=obj, name=name, namespace=namespace,
+                                           field_manager=FIELD_MANAGER, force_conflicts=True)
+            if kind in JOB_API_VERSIONS:
                 self._kinds[name] = kind
                 self._companions[name] = [o for o in items if o["kind"] == "Service"]
             applied.append(f"{kind}/{name}")
         return applied
 
-    def _apply_one(self, kind: str, name: str, namespace: str, obj: dict[str, Any]) -> None:
-        apply = {"field_manager": FIELD_MANAGER, "force": True, "_content_type": APPLY_PATCH}
-        if kind == "Namespace":
-            self.core.patch_namespace(name, obj, **apply)
-        elif kind == "Service":
-            self.core.patch_namespaced_service(name, namespace, obj, **apply)
-        elif kind == "Pod":
-            self.core.patch_namespaced_pod(name, namespace, obj, **apply)
-        elif kind == "ConfigMap":
-            self.core.patch_namespaced_config_map(name, namespace, obj, **apply)
-        elif kind == "PersistentVolumeClaim":
-            self.core.patch_namespaced_persistent_volume_claim(name, namespace, obj, **apply)
-        elif kind == "Deployment":
-            self.apps.patch_namespaced_deployment(name, namespace, obj, **apply)
-        elif kind == "Job":
-            self.batch.patch_namespaced_job(name, namespace, obj, **apply)
-        elif kind == "TFJob":
-            self.custom.patch_namespaced_custom_object(*TFJOB[:2], namespace, TFJOB[2], name, obj, **apply)
-        else:
-            raise InvalidObjectError(f"this course does not apply {kind} objects; known: Namespace, Service, "
-                                     "Pod, ConfigMap, PersistentVolumeClaim, Deployment, Job, TFJob")
-
     def delete(self, objects: Objects) -> None:
         """Delete objects (last first), with their pods; objects already gone are fine."""
         for obj in reversed(as_list(objects)):
-            kind, name = obj["kind"], obj["metadata"]["name"]
-            self._delete_one(kind, name, obj["metadata"].get("namespace") or self.namespace)
+            self._delete_one(obj)
 
-    def _delete_one(self, kind: str, name: str, namespace: str) -> None:
+    def _delete_one(self, obj: Manifest) -> None:
         # Background propagation: the pods go too. (Deleting a Job through the API
         # without it orphans its pods, unlike kubectl.)
-        body = {"propagationPolicy": "Background"}
+        name = obj["metadata"]["name"]
         try:
-            with self._errors("delete", kind, name, namespace):
-                if kind == "Namespace":
-                    self.core.delete_namespace(name, body=body)
-                elif kind == "Service":
-                    self.core.delete_namespaced_service(name, namespace, body=body)
-                elif kind == "Pod":
-                    self.core.delete_namespaced_pod(name, namespace, body=body)
-                elif kind == "ConfigMap":
-                    self.core.delete_namespaced_config_map(name, namespace, body=body)
-                elif kind == "PersistentVolumeClaim":
-                    self.core.delete_namespaced_persistent_volume_claim(name, namespace, body=body)
-                elif kind == "Deployment":
-                    self.apps.delete_namespaced_deployment(name, namespace, body=body)
-                elif kind == "Job":
-                    self.batch.delete_namespaced_job(name, namespace, body=body)
-                elif kind == "TFJob":
-                    self.custom.delete_namespaced_custom_object(*TFJOB[:2], namespace, TFJOB[2], name, body=body)
-        except (NotFoundError, OperatorMissingError):
-            pass  # already gone (or never possible): deleting is idempotent
+            resource = self._resource(obj, "delete")
+            namespace = self.namespace if resource.namespaced else None
+            with self._errors("delete", obj["kind"], name):
+                resource.delete(name=name, namespace=namespace, body={"propagationPolicy": "Background"})
+        except (NotFoundError, OperatorMissingError, InvalidObjectError):
+            pass  # already gone (or a kind this cluster does not serve: never made): deleting is idempotent
 
     def delete_job(self, name: str, kind: str | None = None) -> None:
         """Delete the job, its pods, and the Services submitted with it by this client."""
         kinds = [kind or self._kinds.get(name)] if (kind or name in self._kinds) else ["TFJob", "Job"]
         for k in kinds:
-            self._delete_one(k, name, self.namespace)
+            self._delete_one({"apiVersion": JOB_API_VERSIONS[k], "kind": k, "metadata": {"name": name}})
         for companion in self._companions.pop(name, []):
-            self._delete_one(companion["kind"], companion["metadata"]["name"], self.namespace)
+            self._delete_one(companion)
         self._kinds.pop(name, None)
 
     # -- status ---------------------------------------------------------------------
@@ -259,15 +298,16 @@ class KubernetesBackend(Backend):
         true = [c for c in conditions if c["status"] == "True"]
         restarts = self._restarts(kind, name, obj)
         if kind == "TFJob":
-            phase = true[-1]["type"] if true else CREATED
+            phases = [JobPhase(c["type"]) for c in true if c["type"] in PHASES]  # (not e.g. Suspended)
+            phase = phases[-1] if phases else JobPhase.CREATED
             replicas = {rtype: ReplicaStatus(int(s.get("active") or 0), int(s.get("succeeded") or 0),
                                              int(s.get("failed") or 0), restarts.get(rtype.lower(), 0))
                         for rtype, s in (status.get("replicaStatuses") or {}).items()}
         else:
             types = {c["type"] for c in true}
             active = int(status.get("active") or 0) if kind == "Job" else int(status.get("availableReplicas") or 0)
-            phase = (SUCCEEDED if "Complete" in types else FAILED if "Failed" in types
-                     else RUNNING if active else CREATED)
+            phase = (JobPhase.SUCCEEDED if "Complete" in types else JobPhase.FAILED if "Failed" in types
+                     else JobPhase.RUNNING if active else JobPhase.CREATED)
             replicas = {"Pod": ReplicaStatus(active, int(status.get("succeeded") or 0),
                                              int(status.get("failed") or 0), sum(restarts.values()))}
         message = true[-1]["message"] if true else ""
@@ -400,13 +440,12 @@ class KubernetesBackend(Backend):
         """The helper pod's name, once it runs: reused if it does, (re)created if not.
 
         Once seen running it is trusted (no API call per transfer) until ``recheck``."""
-        from mnist_lib import manifests
-
         pod = manifests.volume_helper()
         name = pod["metadata"]["name"]
         if self._volume_pod_ready and not recheck:
             return name
         self._volume_pod_ready = False
+        # A loop of its own, not waiting.wait_until: a poll may also create, delete or diagnose the pod.
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -447,15 +486,11 @@ class KubernetesBackend(Backend):
         ``close()`` stops listening, ends open connections and joins every thread it
         started, so no port and no thread outlives the ``with`` block.
         """
-        deadline = time.monotonic() + timeout
-        while True:  # a Deployment's pod may still be starting
-            try:
-                pod, target = self._forward_target(name, port, kind)
-                break
-            except NotFoundError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(1.0)
+        pod, target = wait_until(  # a Deployment's pod may still be starting
+            lambda: self._forward_target(name, port, kind), timeout, interval=1.0, retry_on=(NotFoundError,),
+            on_timeout=lambda: NotFoundError(f"{kind} {name}: no running pod serves port {port} after "
+                                             f"{timeout:.0f} s; look at its pods (kubectl -n {self.namespace} "
+                                             "get pods) and their events"))
         forwarder = _Forwarder(self.api_client.configuration, self.namespace, pod, target)
         return PortForward(forwarder.local_port, f"{kind.lower()}/{name}:{port}", close=forwarder.close)
 
@@ -578,7 +613,7 @@ class _Forwarder:
                     if not data:
                         return
                     (remote if s is conn else conn).sendall(data)
-        except Exception:
+        except Exception:  # in a thread of its own, any error only ends this connection: say nothing
             return  # the client sees its connection close; the next one tries again
         finally:
             for s in (conn, remote):

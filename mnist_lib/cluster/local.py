@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import atexit
 import base64
+import contextlib
 import ctypes
 import json
 import os
@@ -60,14 +61,14 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 import psutil
 
 from mnist_lib import paths
-from mnist_lib.paths import OUTPUT_MOUNT
 from mnist_lib.cluster import volume_agent
-from mnist_lib.cluster import (CREATED, FAILED, RESTARTING, RUNNING, SUCCEEDED, ConflictError,
-                               InvalidObjectError, JobStatus, NotFoundError, Objects,
-                               ReplicaStatus, as_list, canonical_replica, in_namespace, main_replica,
-                               replica_specs)
-from mnist_lib.cluster.base import Backend, PortForward
+from mnist_lib.cluster.base import (Backend, PortForward, as_list, canonical_replica, in_namespace, main_replica,
+                                    replica_specs)
+from mnist_lib.cluster.types import (FINISHED, ConflictError, InvalidObjectError, JobPhase, JobStatus,
+                                     NotFoundError, Objects, ReplicaStatus)
+from mnist_lib.constants import DEFAULT_NAMESPACE, OUTPUT_MOUNT
 from mnist_lib.tf_config import WORKER_HOSTS_ENV, build_tf_config
+from mnist_lib.waiting import wait_until
 
 STATE_ENV = "MNIST_LOCAL_STATE_DIR"
 # What our image runs when a container gives no command (its ENTRYPOINT).
@@ -130,11 +131,9 @@ def stop_process_groups(pids: list[int], grace: float = STOP_GRACE_SECONDS) -> N
                 os.killpg(pid, sig)
             except (ProcessLookupError, PermissionError):
                 pass
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if not any(_group_alive(pid) for pid in pids):
-                return
-            time.sleep(0.05)
+        with contextlib.suppress(TimeoutError):  # still there: on to SIGKILL
+            wait_until(lambda: not any(_group_alive(pid) for pid in pids), wait, interval=0.05)
+            return
 
 
 def _group_alive(pgid: int) -> bool:
@@ -352,16 +351,16 @@ class _Workload:
     message: str = ""
 
     @property
-    def phase(self) -> str:
-        return self.conditions[-1]["type"] if self.conditions else CREATED
+    def phase(self) -> JobPhase:
+        return JobPhase(self.conditions[-1]["type"]) if self.conditions else JobPhase.CREATED
 
     @property
     def finished(self) -> bool:
-        return self.phase in (SUCCEEDED, FAILED)
+        return self.phase in FINISHED
 
-    def condition(self, kind: str, reason: str, message: str) -> None:
-        if self.phase != kind:
-            self.conditions.append({"type": kind, "status": "True", "reason": reason, "message": message})
+    def condition(self, phase: JobPhase, reason: str, message: str) -> None:
+        if self.phase != phase:
+            self.conditions.append({"type": phase, "status": "True", "reason": reason, "message": message})
             self.message = message
 
 
@@ -372,7 +371,7 @@ class LocalBackend(Backend):
 
     name = "local"
 
-    def __init__(self, namespace: str = "mnist", state_dir: str | Path | None = None):
+    def __init__(self, namespace: str = DEFAULT_NAMESPACE, state_dir: str | Path | None = None):
         self.namespace = namespace
         self.state_dir = Path(state_dir or os.environ.get(STATE_ENV) or paths.output_dir() / ".local-cluster")
         self._state = _StateFolder(self.state_dir)
@@ -544,7 +543,7 @@ class LocalBackend(Backend):
                         try:
                             self._reconcile(w)
                         except Exception as err:  # keep supervising the other jobs
-                            w.condition(FAILED, "LocalBackendError", f"local backend error: {err}")
+                            w.condition(JobPhase.FAILED, "LocalBackendError", f"local backend error: {err}")
             time.sleep(POLL_SECONDS)
 
     def _reconcile(self, w: _Workload) -> None:
@@ -561,12 +560,12 @@ class LocalBackend(Backend):
             total_restarts = sum(x.restarts for x in w.replicas)
             if w.backoff_limit is not None and total_restarts >= w.backoff_limit:
                 r.state = "Failed"
-                w.condition(FAILED, "BackoffLimitExceeded",
+                w.condition(JobPhase.FAILED, "BackoffLimitExceeded",
                             f"{w.kind} {w.name} has failed because it has reached the specified "
                             f"backoff limit ({w.backoff_limit} restarts)")
                 continue
             r.restarts += 1
-            w.condition(RESTARTING, f"{w.kind}Restarting",
+            w.condition(JobPhase.RESTARTING, f"{w.kind}Restarting",
                         f"{w.kind} {w.name} is restarting because {r.rtype} {r.index} exited with code {code}.")
             self._start(w, r)
         if not w.finished:
@@ -581,7 +580,7 @@ class LocalBackend(Backend):
         failed = [r for r in w.replicas if r.state == "Failed"]
         if failed:
             r = failed[0]
-            w.condition(FAILED, f"{w.kind}Failed",
+            w.condition(JobPhase.FAILED, f"{w.kind}Failed",
                         f"{w.kind} {w.name} has failed because {len(failed)} replica(s) failed "
                         f"({r.label} exited with code {r.exit_code}).")
             return
@@ -599,9 +598,9 @@ class LocalBackend(Backend):
         else:
             done = False  # a Deployment runs until it is deleted
         if done:
-            w.condition(SUCCEEDED, f"{w.kind}Succeeded", f"{w.kind} {w.name} successfully completed.")
+            w.condition(JobPhase.SUCCEEDED, f"{w.kind}Succeeded", f"{w.kind} {w.name} successfully completed.")
         elif any(r.state == "Running" for r in w.replicas):
-            w.condition(RUNNING, f"{w.kind}Running", f"{w.kind} {w.name} is running.")
+            w.condition(JobPhase.RUNNING, f"{w.kind}Running", f"{w.kind} {w.name} is running.")
 
     def _clean_pods(self, w: _Workload) -> None:
         """After the job ends: stop what still runs (e.g. parameter servers), unless cleanPodPolicy None."""
@@ -812,18 +811,21 @@ class LocalBackend(Backend):
         if local is None:
             raise NotFoundError(f"{kind} {name}: the container declares no containerPort {container_port} "
                                 f"(it has {sorted(replica.ports) or 'none'}); add it under ports:")
-        deadline = time.monotonic() + timeout
-        while not _port_open(local):
+
+        def listening() -> bool:
+            if _port_open(local):
+                return True
             exited = replica.proc is not None and replica.proc.poll() is not None
             if replica.restarts > 0 or (replica.state != "Running" and exited):
                 # A Deployment's process is restarted at once: a crash shows as restarts.
                 raise NotFoundError(f"{kind} {name}: its process exited (restarted {replica.restarts} "
                                     f"time(s)) before listening on port {container_port}; logs:\n"
                                     f"{replica.log_path.read_text(errors='replace')[-2000:]}")
-            if time.monotonic() > deadline:
-                raise NotFoundError(f"{kind} {name}: nothing listens on port {container_port} after "
-                                    f"{timeout:.0f} s; see its logs in {replica.log_path}")
-            time.sleep(0.25)
+            return False
+
+        wait_until(listening, timeout, interval=0.25, on_timeout=lambda: NotFoundError(
+            f"{kind} {name}: nothing listens on port {container_port} after {timeout:.0f} s; "
+            f"see its logs in {replica.log_path}"))
         return PortForward(local, f"{kind.lower()}/{name}:{port}")
 
     def _target(self, name: str, port: int, kind: str) -> tuple[_Replica, int]:

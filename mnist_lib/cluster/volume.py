@@ -27,13 +27,13 @@ from urllib.parse import quote
 
 from kubernetes import client
 from kubernetes.stream import ws_client
+from websocket import WebSocketException
 
 from mnist_lib import manifests, paths
-from mnist_lib.cluster import ClusterError, NotFoundError
 from mnist_lib.cluster import volume_agent
+from mnist_lib.cluster.types import ClusterError, NotFoundError
 
 EXEC_TIMEOUT = 120.0  # one transfer; a model of a few MB takes well under a second
-START_TIMEOUT = 180.0  # the helper pod's first start (pulling the image on a fresh node)
 STDIN_CHUNK = 1 << 20  # the API server's websocket takes frames up to 32 MiB: stay far below
 AGENT_SOURCE = inspect.getsource(volume_agent)
 
@@ -73,6 +73,7 @@ class VolumeClient:
                 message = volume_agent.frame(json.dumps(request).encode()) + volume_agent.frame(payload)
                 for start in range(0, len(message), STDIN_CHUNK):
                     ws.write_stdin(message[start:start + STDIN_CHUNK])
+                # Not waiting.wait_until: update() itself blocks until the pod answers (no polling).
                 deadline = time.monotonic() + timeout
                 while ws.is_open() and time.monotonic() < deadline:
                     ws.update(timeout=max(0.0, deadline - time.monotonic()))
@@ -101,7 +102,7 @@ class VolumeClient:
                 return ws_client.WSClient(self.configuration, ws_client.get_websocket_url(url, query),
                                           websocket_headers(self.configuration), capture_all=False,
                                           binary=True), pod
-            except Exception as err:  # the pod went away, RBAC refused pods/exec, or no API server
+            except (WebSocketException, OSError) as err:  # the pod went away, RBAC refused pods/exec, no API server
                 if attempt == 2 or "403" in str(err):
                     advice = (f"reading the shared volume needs the 'create' verb on pods/exec in namespace "
                               f"{self.namespace}: check `kubectl auth can-i create pods/exec -n {self.namespace}` "
