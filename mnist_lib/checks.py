@@ -70,3 +70,14 @@ def check_image(what: str, value: Any, example: str, error: type[Exception] = Va
         raise error(f"{what} {value!r} is not a container image reference "
                     f"(e.g. {example!r} or 'registry.example.com/you/mnist-course:1').")
     return value
+
+
+_MODEL_NAME = re.compile(r"[a-z][a-z0-9-]{0,62}")
+MODEL_NAME_HELP = "lowercase letters, digits and '-', starting with a letter (it becomes a folder and a URL)"
+
+
+def check_model_name(what: str, value: Any, error: type[Exception] = ValueError) -> str:
+    """``value`` if it can name a served model: it becomes a folder on the volume and a REST URL."""
+    if not isinstance(value, str) or not _MODEL_NAME.fullmatch(value):
+        raise error(f"{what} {value!r} is not valid: use {MODEL_NAME_HELP}.")
+    return value

@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from mnist_lib import paths, runs
+from mnist_lib.checks import check_int, check_learning_rate, check_model_name
+from mnist_lib.constants import MODEL_NAME
 
-ARCHITECTURES = ("cnn", "mlp")
+ARCHITECTURES = ("cnn", "mlp")  # what mnist_lib.model.build_model builds
 MAX_HIDDEN_LAYERS = 8
 MAX_WIDTH = 4096
-MODEL_NAME_HELP = "lowercase letters, digits and '-', starting with a letter (it becomes a folder and a URL)"
 
 
 class ConfigError(ValueError):
@@ -43,7 +44,7 @@ class TrainConfig:
     model_dir: Path = field(default_factory=lambda: paths.output_dir() / runs.CHECKPOINTS)
     log_dir: Path = field(default_factory=lambda: paths.output_dir() / runs.LOGS)
     export_dir: Path = field(default_factory=lambda: paths.output_dir() / runs.EXPORT)
-    model_name: str = "mnist"
+    model_name: str = MODEL_NAME
     # Train on the first N training images only (0 = all 55,000). For quick demos and tests.
     train_limit: int = 0
     data_dir: Path = field(default_factory=paths.data_dir)
@@ -70,25 +71,19 @@ class TrainConfig:
         ``check_paths=False`` skips creating and probing the folders: for a config
         that will run elsewhere (a pod, whose folders are on the cluster's volume).
         """
-        lr = self.learning_rate
-        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and 0 < lr <= 1):
-            raise ConfigError(
-                f"--learning-rate must be a number in (0, 1], got {lr!r}. "
-                "Adam works well from 1e-4 to 1e-2; the course default is 0.001."
-            )
-        _check_int("--hidden-layers", self.hidden_layers, 0, MAX_HIDDEN_LAYERS,
-                   "0 means no hidden dense layer (a linear classifier for the MLP)")
-        _check_int("--width", self.width, 1, MAX_WIDTH, "units per hidden layer")
-        _check_int("--epochs", self.epochs, 1, 1000, "passes over the training set")
-        _check_int("--batch-size", self.batch_size, 1, 60_000, "images per training step")
-        _check_int("--seed", self.seed, 0, 2**31 - 1, "any non-negative integer")
-        _check_int("--train-limit", self.train_limit, 0, 60_000, "0 means all training images")
+        check_learning_rate("--learning-rate", self.learning_rate, ConfigError)
+        check_int("--hidden-layers", self.hidden_layers, 0, MAX_HIDDEN_LAYERS,
+                  "0 means no hidden dense layer (a linear classifier for the MLP)", ConfigError)
+        check_int("--width", self.width, 1, MAX_WIDTH, "units per hidden layer", ConfigError)
+        check_int("--epochs", self.epochs, 1, 1000, "passes over the training set", ConfigError)
+        check_int("--batch-size", self.batch_size, 1, 60_000, "images per training step", ConfigError)
+        check_int("--seed", self.seed, 0, 2**31 - 1, "any non-negative integer", ConfigError)
+        check_int("--train-limit", self.train_limit, 0, 60_000, "0 means all training images", ConfigError)
         if self.architecture not in ARCHITECTURES:
             raise ConfigError(
                 f"--architecture must be one of {', '.join(ARCHITECTURES)}, got {self.architecture!r}"
             )
-        if not _valid_model_name(self.model_name):
-            raise ConfigError(f"--model-name {self.model_name!r} is not valid: use {MODEL_NAME_HELP}.")
+        check_model_name("--model-name", self.model_name, ConfigError)
         if check_paths:
             for flag, folder in (("--model-dir", self.model_dir), ("--log-dir", self.log_dir),
                                  ("--export-dir", self.export_dir)):
@@ -101,8 +96,6 @@ class TrainConfig:
         Without it, training the same run again *resumes* (or, if it finished,
         returns the finished result): that is what a restarted pod should do.
         """
-        import shutil
-
         for folder in (self.model_dir, self.log_dir, self.export_dir):
             shutil.rmtree(folder, ignore_errors=True)
 
@@ -123,17 +116,6 @@ class TrainConfig:
 
     def as_dict(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
-
-
-def _check_int(flag: str, value: Any, low: int, high: int, meaning: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ConfigError(f"{flag} must be an integer from {low} to {high} ({meaning}), got {value!r}.")
-
-
-def _valid_model_name(name: str) -> bool:
-    import re
-
-    return bool(re.fullmatch(r"[a-z][a-z0-9-]{0,62}", name or ""))
 
 
 def _check_writable(flag: str, folder: Path) -> None:

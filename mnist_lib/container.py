@@ -35,14 +35,13 @@ from pathlib import Path
 
 from mnist_lib import paths
 from mnist_lib.config import TrainConfig
+from mnist_lib.constants import OUTPUT_MOUNT  # where the image writes (its MNIST_OUTPUT_DIR)
 from mnist_lib.settings import DEFAULT_IMAGE  # the tag the chapters build and run
 
 #: The Dockerfile's default base, pulled from Docker Hub.
 OFFICIAL_BASE_IMAGE = "python:3.11-slim-bookworm"
 #: The stand-in that ``scripts/docker-base-image.sh`` makes on machines with no registry.
 LOCAL_BASE_IMAGE = "course-base:bookworm"
-#: Where the image writes checkpoints, logs and exports (``MNIST_OUTPUT_DIR`` in the image).
-CONTAINER_OUTPUTS = "/outputs"
 
 Progress = Callable[[str], None] | None
 
@@ -349,12 +348,12 @@ def container_config(config: TrainConfig, outputs_dir: Path | str) -> TrainConfi
     changes = {}
     for name in ("model_dir", "log_dir", "export_dir"):
         folder = Path(getattr(config, name))
-        if folder.is_relative_to(CONTAINER_OUTPUTS):
+        if folder.is_relative_to(OUTPUT_MOUNT):
             continue  # already a container path
         for host_root in (outputs_dir, paths.output_dir().resolve()):
             if folder.resolve().is_relative_to(host_root):
                 relative = folder.resolve().relative_to(host_root)
-                changes[name] = Path(CONTAINER_OUTPUTS) / relative
+                changes[name] = Path(OUTPUT_MOUNT) / relative
                 break
         else:
             raise ValueError(
@@ -392,7 +391,7 @@ def run_training(image: str = DEFAULT_IMAGE, config: TrainConfig | Sequence[str]
         inside = container_config(config, outputs_dir)
         # Validate the host's view of the same folders: a typo fails here, in a
         # fraction of a second, not after a container start.
-        host_view = {name: outputs_dir / Path(getattr(inside, name)).relative_to(CONTAINER_OUTPUTS)
+        host_view = {name: outputs_dir / Path(getattr(inside, name)).relative_to(OUTPUT_MOUNT)
                      for name in ("model_dir", "log_dir", "export_dir")}
         dataclasses.replace(inside, **host_view).validate()
         train_args = inside.to_args()
@@ -401,7 +400,7 @@ def run_training(image: str = DEFAULT_IMAGE, config: TrainConfig | Sequence[str]
 
     name = f"mnist-train-{uuid.uuid4().hex[:8]}"
     args = ["run", "--rm", "--name", name,
-            "--mount", f"type=bind,source={outputs_dir},target={CONTAINER_OUTPUTS}"]
+            "--mount", f"type=bind,source={outputs_dir},target={OUTPUT_MOUNT}"]
     if user == "host":
         user = host_user()
     if user:

@@ -29,12 +29,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mnist_lib import paths
+from mnist_lib.constants import IMAGE_SIZE
 
 if TYPE_CHECKING:  # TensorFlow is imported only when a tf.data pipeline is built.
     import tensorflow as tf
 
-IMAGE_SIZE = 28
-NUM_CLASSES = 10
 TRAIN_SIZE = 55_000
 VALIDATION_SIZE = 5_000
 SPLITS = ("train", "validation", "test")

@@ -16,27 +16,25 @@ import keras
 from keras import layers
 
 from mnist_lib import runs
-from mnist_lib.data import IMAGE_SIZE, NUM_CLASSES
-
-# The serving contract (TF Serving clients, chapter 06, the 2018 client's successor):
-SIGNATURE_NAME = "serving_default"
-INPUT_NAME = "images"  # float32 [batch, 28, 28], 0..1, white digit on black
-OUTPUT_PROBABILITIES = "probabilities"  # float32 [batch, 10]
-OUTPUT_CLASSES = "classes"  # int64 [batch]
+from mnist_lib.config import ARCHITECTURES
+# The serving contract, which TF Serving's clients (chapter 06) rely on, is in constants.
+from mnist_lib.constants import (IMAGE_SIZE, INPUT_NAME, MODEL_NAME, NUM_CLASSES, OUTPUT_CLASSES,
+                                 OUTPUT_PROBABILITIES, SIGNATURE_NAME)
 
 
 def build_model(architecture: str = "cnn", hidden_layers: int = 1, width: int = 128,
-                learning_rate: float = 1e-3, dropout: float = 0.2) -> keras.Model:
-    """Build and compile the classifier. Input ``[batch, 28, 28]`` in 0..1, output softmax.
+                dropout: float = 0.2) -> keras.Model:
+    """Build the classifier. Input ``[batch, 28, 28]`` in 0..1, output softmax.
 
     ``cnn``: two convolution + pooling blocks extract stroke features, then
     ``hidden_layers`` dense layers of ``width`` units. ``mlp``: the pixels go
-    straight into the dense layers. The model is compiled with Adam at
-    ``learning_rate`` so that ``model.fit`` works on one machine too; the
-    course's training loop (:mod:`mnist_lib.train`) uses the same optimizer.
+    straight into the dense layers. The model is not compiled: the layers are
+    the model, while how it learns (optimizer, learning rate, loss) belongs to
+    the training loop, :func:`mnist_lib.train.train`. To use ``model.fit``,
+    compile it yourself.
     """
-    if architecture not in ("cnn", "mlp"):
-        raise ValueError(f"architecture must be 'cnn' or 'mlp', got {architecture!r}")
+    if architecture not in ARCHITECTURES:  # else a typo would silently build an MLP
+        raise ValueError(f"architecture must be one of {', '.join(ARCHITECTURES)}, got {architecture!r}")
     inputs = keras.Input(shape=(IMAGE_SIZE, IMAGE_SIZE), name=INPUT_NAME)
     if architecture == "cnn":
         x = layers.Reshape((IMAGE_SIZE, IMAGE_SIZE, 1))(inputs)
@@ -54,13 +52,7 @@ def build_model(architecture: str = "cnn", hidden_layers: int = 1, width: int = 
             # the 2018 course's batch norm never learnt because it missed that flag.
             x = layers.Dropout(dropout)(x)
     outputs = layers.Dense(NUM_CLASSES, activation="softmax", name=OUTPUT_PROBABILITIES)(x)
-    model = keras.Model(inputs, outputs, name=f"mnist_{architecture}")
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-    )
-    return model
+    return keras.Model(inputs, outputs, name=f"mnist_{architecture}")
 
 
 def next_version(model_base_path: Path) -> int:
@@ -68,7 +60,7 @@ def next_version(model_base_path: Path) -> int:
     return max(runs.version_numbers(model_base_path), default=0) + 1
 
 
-def export_for_serving(model: keras.Model, export_dir: Path | str, model_name: str = "mnist",
+def export_for_serving(model: keras.Model, export_dir: Path | str, model_name: str = MODEL_NAME,
                        version: int | None = None) -> Path:
     """Write ``model`` as ``<export_dir>/<model_name>/<version>/`` for TF Serving; return that path.
 

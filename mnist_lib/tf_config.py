@@ -19,7 +19,9 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Callable, Mapping
+
+from mnist_lib.constants import TF_PORT
 
 # Roles a TFJob replica can have, in the operator's spelling (it lowercases the
 # replica type of the TFJob spec: Chief -> "chief", PS -> "ps", ...).
@@ -30,8 +32,6 @@ KNOWN_ROLES = (CHIEF, MASTER, PS, WORKER, EVALUATOR)
 SINGLE = "single"
 MULTI_WORKER = "multi_worker"
 PARAMETER_SERVER = "parameter_server"
-
-DEFAULT_PORT = 2222  # the operator's default "tfjob-port"
 
 
 class TFConfigError(ValueError):
@@ -148,7 +148,7 @@ def build_tf_config(
     replicas: Mapping[str, int],
     task_type: str,
     task_index: int,
-    address: "callable[[str, int], str]",
+    address: Callable[[str, int], str],
 ) -> str:
     """Build the TF_CONFIG JSON the Kubeflow training operator (v1) would inject.
 
@@ -174,7 +174,7 @@ def build_tf_config(
     return json.dumps(config)
 
 
-def name_addresses(raw: str, address: "callable[[str, int], str]") -> str:
+def name_addresses(raw: str, address: Callable[[str, int], str]) -> str:
     """TF_CONFIG with each address that is the right one for its slot written as ``<role index>``.
 
     ``address(role, index)`` is where that replica listens on this backend (on a
@@ -190,7 +190,7 @@ def name_addresses(raw: str, address: "callable[[str, int], str]") -> str:
     return json.dumps(config)
 
 
-def operator_address(job_name: str, namespace: str, port: int = DEFAULT_PORT):
+def operator_address(job_name: str, namespace: str, port: int = TF_PORT):
     """The address function the training operator uses: headless-service DNS names."""
 
     def address(role: str, index: int) -> str:
@@ -216,7 +216,7 @@ def indexed_job_tf_config(environ: Mapping[str, str]) -> str:
                            lambda role, i: hosts[i])
 
 
-def indexed_job_worker_hosts(job_name: str, service: str, workers: int, port: int = DEFAULT_PORT) -> str:
+def indexed_job_worker_hosts(job_name: str, service: str, workers: int, port: int = TF_PORT) -> str:
     """The MNIST_WORKER_HOSTS value: Indexed Job pods are ``<job>-<index>.<service>``.
 
     Without the namespace: the pods' DNS search path adds it, so the same Job runs in any namespace.

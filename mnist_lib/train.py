@@ -21,7 +21,6 @@ checkpoints every epoch (a restarted replica resumes from the latest one),
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import sys
@@ -30,11 +29,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
 from mnist_lib import paths, runs, tf_config
 from mnist_lib.config import ConfigError, TrainConfig, config_from_args
-from mnist_lib.data import TRAIN_SIZE, MnistDataError
+from mnist_lib.data import TRAIN_SIZE, MnistDataError, make_dataset, verify_mnist
 
 STEPS_PER_CALL = 20  # training steps run inside one tf.function call (fewer Python round trips)
+EVALUATION_BATCH = 1000  # images per batch when computing validation and test metrics
+EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")  # history.json's, and Keras' names
 
 
 @dataclass
@@ -70,17 +73,8 @@ def _describe(config: TrainConfig) -> str:
             f"{images:,} images, batch {config.batch_size}")
 
 
-# -- the training run ---------------------------------------------------------
-
-def train(config: TrainConfig, progress: str | bool = "auto") -> TrainResult | None:
-    """Train (or resume) according to ``config`` and TF_CONFIG; return the result on the chief.
-
-    ``progress``: ``"auto"`` shows a progress bar in a notebook and one line per
-    epoch elsewhere; ``"bar"``, ``"lines"`` or ``False`` force a style.
-    Returns None on replicas that are not the chief.
-    """
-    config.validate()
-    role = tf_config.parse_tf_config()
+def _prepare_environment(role: tf_config.ClusterRole) -> None:
+    """Set what TensorFlow reads from the environment when it starts (so: before it is imported)."""
     if role.strategy != tf_config.SINGLE:
         # TensorFlow's cluster resolver reads TF_CONFIG itself; on an Indexed Job
         # we derived it from JOB_COMPLETION_INDEX, so hand it over.
@@ -91,8 +85,19 @@ def train(config: TrainConfig, progress: str | bool = "auto") -> TrainResult | N
         os.environ.setdefault("GRPC_FAIL_FAST", "use_caller")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-    import tensorflow as tf
 
+# -- the training run ---------------------------------------------------------
+
+def train(config: TrainConfig, progress: str | bool = "auto") -> TrainResult | None:
+    """Train (or resume) according to ``config`` and TF_CONFIG; return the result on the chief.
+
+    ``progress``: ``"auto"`` shows a progress bar in a notebook and one line per
+    epoch elsewhere; ``"bar"``, ``"lines"`` or ``False`` force a style.
+    Returns None on replicas that are not the chief.
+    """
+    config.validate()  # the boundary: from here on, the values are trusted
+    role = tf_config.parse_tf_config()
+    _prepare_environment(role)
     if not role.runs_training_loop:
         _serve_forever(role)
         return None
@@ -119,16 +124,21 @@ def _serve_forever(role: tf_config.ClusterRole) -> None:
 
 
 class _TrainingRun:
-    """One call of :func:`train` on a replica that runs the training loop."""
+    """One call of :func:`train` on a replica that runs the training loop.
+
+    Read from the top: the strategy, the data, the model and its optimizer, the
+    train step, one epoch, evaluation, the epoch's record, and :meth:`run`, the
+    loop that ties them together (resume, epochs, export).
+    """
 
     def __init__(self, config: TrainConfig, role: tf_config.ClusterRole, progress: str | bool):
         import keras
         import tensorflow as tf
 
-        from mnist_lib.model import build_model
-
         self.config, self.role, self.progress = config, role, progress
         self.tf, self.keras = tf, keras
+        self.chief = role.is_chief
+        self.prefix = "" if role.strategy == tf_config.SINGLE else f"[{role.task_type} {role.task_index}] "
         keras.utils.set_random_seed(config.seed)
         self.strategy = self._make_strategy()
         self.coordinator = None
@@ -138,18 +148,22 @@ class _TrainingRun:
         with self.strategy.scope():
             # Variables created here are placed by the strategy: mirrored on every
             # worker, or sharded onto the parameter servers.
-            self.model = build_model(config.architecture, config.hidden_layers,
-                                     config.width, config.learning_rate)
-            self.optimizer = self.model.optimizer
+            self.model = self._make_model()
+            self.optimizer = keras.optimizers.Adam(config.learning_rate)
             self.optimizer.build(self.model.trainable_variables)
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         # Per-example losses: averaging over the *global* batch is done explicitly
         # below, so that N workers with N slices of the batch add up to one step.
         self.loss_fn = keras.losses.SparseCategoricalCrossentropy(reduction=None)
+        self.predict = tf.function(lambda images: self.model(images, training=False))
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
                                               epoch=self.epoch)
+        # Non-chief workers must save too (saving can involve collective ops), but
+        # to a scratch folder that is deleted: only the chief's checkpoint counts.
+        self.checkpoint_dir = (config.model_dir if self.chief else
+                               config.model_dir / f".scratch-{role.task_type}-{role.task_index}")
 
-    # -- setup -------------------------------------------------------------
+    # -- setup: strategy, data, model ---------------------------------------
     def _make_strategy(self):
         tf = self.tf
         if self.role.strategy == tf_config.MULTI_WORKER:
@@ -160,8 +174,6 @@ class _TrainingRun:
         return tf.distribute.get_strategy()  # the default: one device, no distribution
 
     def _train_dataset(self, input_context=None):
-        from mnist_lib.data import make_dataset
-
         cfg = self.config
         ds = make_dataset("train", cfg.batch_size, shuffle=True, seed=cfg.seed,
                           limit=cfg.train_limit or None, repeat=True, drop_remainder=True,
@@ -185,6 +197,12 @@ class _TrainingRun:
         # One input file, so split by data, not by file, across workers.
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         return iter(self.strategy.experimental_distribute_dataset(ds.with_options(options)))
+
+    def _make_model(self):
+        from mnist_lib.model import build_model  # it imports Keras: not before training starts
+
+        cfg = self.config
+        return build_model(cfg.architecture, cfg.hidden_layers, cfg.width)
 
     # -- the step: the heart of training -------------------------------------
     def _build_train_steps(self):
@@ -219,6 +237,26 @@ class _TrainingRun:
 
         return train_steps
 
+    def _train_epoch(self, train_steps, iterator, steps: int, bar) -> tuple[float, float]:
+        """Run one epoch of ``steps`` steps; return its (loss, accuracy) over every worker's images."""
+        tf = self.tf
+        totals, scheduled, done = np.zeros(3), [], 0
+        while done < steps:
+            n = min(STEPS_PER_CALL, steps - done)
+            if self.coordinator is not None:
+                # Returns at once: the step runs on whichever worker is free.
+                scheduled.append(self.coordinator.schedule(train_steps, args=(iterator, tf.constant(n))))
+            else:
+                totals += train_steps(iterator, tf.constant(n)).numpy()
+            done += n
+            if bar is not None and self.coordinator is None:
+                bar.update(done, [("loss", totals[0] / totals[2]), ("accuracy", totals[1] / totals[2])])
+        if self.coordinator is not None:
+            self.coordinator.join()  # wait until every scheduled step has run
+            totals = np.sum([remote.fetch() for remote in scheduled], axis=0)
+        totals = self._sum_over_workers(totals)
+        return float(totals[0] / totals[2]), float(totals[1] / totals[2])
+
     def _sum_over_workers(self, values):
         """Add up a small vector across all workers (multi-worker only; a collective op).
 
@@ -238,131 +276,15 @@ class _TrainingRun:
 
     def _evaluate(self, split: str) -> tuple[float, float]:
         """(loss, accuracy) of the current weights on a split, computed on this replica."""
-        import numpy as np
-
-        from mnist_lib.data import make_dataset
-
-        predict = self._predict
         total_loss, correct, count = 0.0, 0, 0
-        for images, labels in make_dataset(split, 1000, data_dir=self.config.data_dir):
-            probabilities = predict(images)
+        for images, labels in make_dataset(split, EVALUATION_BATCH, data_dir=self.config.data_dir):
+            probabilities = self.predict(images)
             total_loss += float(self.tf.reduce_sum(self.loss_fn(labels, probabilities)))
             correct += int(np.sum(np.argmax(probabilities, -1) == labels.numpy()))
             count += int(labels.shape[0])
         return total_loss / count, correct / count
 
-    # -- the epoch loop ----------------------------------------------------------
-    def run(self) -> TrainResult | None:
-        import numpy as np
-
-        tf, cfg, role = self.tf, self.config, self.role
-        chief = role.is_chief
-        self._predict = tf.function(lambda x: self.model(x, training=False))
-
-        latest = tf.train.latest_checkpoint(str(cfg.model_dir))
-        if latest:
-            self.checkpoint.restore(latest)  # everything: weights, optimizer state, epoch
-        start_epoch = int(self.epoch.numpy())
-        history = runs.load_history(cfg.model_dir)[:start_epoch] if chief else []
-        prefix = "" if role.strategy == tf_config.SINGLE else f"[{role.task_type} {role.task_index}] "
-        self._say(f"{prefix}Training {_describe(cfg)}")
-        self._say(f"{prefix}Cluster: {role.describe()}")
-        finished = runs.load_result(cfg.model_dir) if start_epoch >= cfg.epochs else None
-        if finished:
-            # A replica restarted after the run completed must not train or export again.
-            self._say(f"{prefix}Already trained: all {cfg.epochs} epochs are in {cfg.model_dir} "
-                      "(delete that folder, or use a new run name, to train again).")
-            self._barrier()
-            return TrainResult(**finished) if chief else None
-        if start_epoch:
-            self._say(f"{prefix}Resuming from {latest}: {start_epoch} of {cfg.epochs} epochs done.")
-
-        # Non-chief workers must save too (saving can involve collective ops), but
-        # to a scratch folder that is deleted: only the chief's checkpoint counts.
-        ckpt_dir = cfg.model_dir if chief else cfg.model_dir / f".scratch-{role.task_type}-{role.task_index}"
-        manager = tf.train.CheckpointManager(self.checkpoint, str(ckpt_dir), max_to_keep=2)
-        writers = self._summary_writers() if chief else None
-
-        steps_per_epoch = max(1, (cfg.train_limit or TRAIN_SIZE) // cfg.batch_size)
-        train_steps = self._build_train_steps()
-        iterator = self._distributed_iterator()
-        previous_seconds = history[-1]["cumulative_seconds"] if history else 0.0
-        loop_seconds = 0.0
-
-        for epoch in range(start_epoch + 1, cfg.epochs + 1):
-            started = time.perf_counter()
-            bar = self._progress_bar(epoch, steps_per_epoch)
-            totals, scheduled, done = np.zeros(3), [], 0
-            while done < steps_per_epoch:
-                n = min(STEPS_PER_CALL, steps_per_epoch - done)
-                if self.coordinator is not None:
-                    # Returns at once: the step runs on whichever worker is free.
-                    scheduled.append(self.coordinator.schedule(train_steps, args=(iterator, tf.constant(n))))
-                else:
-                    totals += train_steps(iterator, tf.constant(n)).numpy()
-                done += n
-                if bar is not None and self.coordinator is None:
-                    bar.update(done, [("loss", totals[0] / totals[2]), ("accuracy", totals[1] / totals[2])])
-            if self.coordinator is not None:
-                self.coordinator.join()  # wait until every scheduled step has run
-                totals = np.sum([remote.fetch() for remote in scheduled], axis=0)
-            totals = self._sum_over_workers(totals)
-            loss, accuracy = float(totals[0] / totals[2]), float(totals[1] / totals[2])
-            seconds = time.perf_counter() - started
-            loop_seconds += seconds
-            self.epoch.assign(epoch)
-            manager.save(checkpoint_number=epoch)
-            if not chief:
-                self._say(f"{prefix}epoch {epoch}/{cfg.epochs} - loss {loss:.4f} - "
-                          f"accuracy {accuracy:.4f} - {seconds:.1f}s")
-                continue
-            val_loss, val_accuracy = self._evaluate("validation")
-            record = {"epoch": epoch, "loss": loss, "accuracy": accuracy, "val_loss": val_loss,
-                      "val_accuracy": val_accuracy, "seconds": round(seconds, 3),
-                      "cumulative_seconds": round(previous_seconds + loop_seconds, 3)}
-            history.append(record)
-            self._write_epoch(writers, record, history)
-            if bar is not None:
-                bar.update(steps_per_epoch, [("loss", loss), ("accuracy", accuracy),
-                                             ("val_loss", val_loss), ("val_accuracy", val_accuracy)],
-                           finalize=True)
-            if self.progress == "lines" or (bar is None and self.progress):
-                self._say(f"{prefix}epoch {epoch}/{cfg.epochs} - loss {loss:.4f} - "
-                          f"accuracy {accuracy:.4f} - val_loss {val_loss:.4f} - "
-                          f"val_accuracy {val_accuracy:.4f} - {seconds:.1f}s")
-
-        if not chief:
-            shutil.rmtree(ckpt_dir, ignore_errors=True)
-            self._barrier()
-            return None
-
-        test_loss, test_accuracy = self._evaluate("test")
-        export_path = self._export()
-        result = TrainResult(
-            history=history, test_accuracy=test_accuracy, test_loss=test_loss,
-            export_path=str(export_path), training_seconds=previous_seconds + loop_seconds,
-            resumed_from_epoch=start_epoch, strategy=role.strategy, workers=role.num_workers,
-            config=cfg.as_dict(),
-        )
-        paths.write_json(cfg.model_dir / runs.RESULT_FILE, asdict(result))
-        self._say(f"{prefix}Test accuracy {test_accuracy:.4f} (loss {test_loss:.4f}); "
-                  f"model exported to {export_path}")
-        self._barrier()
-        return result
-
-    # -- small pieces ------------------------------------------------------------
-    def _say(self, line: str) -> None:
-        if self.progress:
-            print(line, flush=True)
-
-    def _progress_bar(self, epoch: int, steps: int):
-        if self.progress != "bar" or not self.role.is_chief:
-            return None
-        print(f"Epoch {epoch}/{self.config.epochs}", flush=True)
-        # interval: redraw at most every 2 s, so a notebook's stored output stays small.
-        return self.keras.utils.Progbar(steps, interval=2.0,
-                                        stateful_metrics=["loss", "accuracy", "val_loss", "val_accuracy"])
-
+    # -- what each epoch leaves: TensorBoard scalars, history.json, a checkpoint
     def _summary_writers(self):
         # The folder and scalar names Keras' TensorBoard callback uses, so the runs
         # look the same in TensorBoard as any Keras tutorial's.
@@ -379,14 +301,87 @@ class _TrainingRun:
             writers[split].flush()
         paths.write_json(self.config.model_dir / runs.HISTORY_FILE, history)
 
+    def _restore(self) -> tuple[int, str | None]:
+        """Resume from the latest checkpoint, if any; return (epochs already done, its path)."""
+        latest = self.tf.train.latest_checkpoint(str(self.config.model_dir))
+        if latest:
+            self.checkpoint.restore(latest)  # everything: weights, optimizer state, epoch
+        return int(self.epoch.numpy()), latest
+
     def _export(self) -> Path:
         """Export a plain (non-distributed) copy of the model: the server needs no cluster."""
-        from mnist_lib.model import build_model, export_for_serving
+        from mnist_lib.model import export_for_serving  # as in _make_model: it imports Keras
 
-        cfg = self.config
-        plain = build_model(cfg.architecture, cfg.hidden_layers, cfg.width, cfg.learning_rate)
+        plain = self._make_model()
         plain.set_weights(self.model.get_weights())
-        return export_for_serving(plain, cfg.export_dir, cfg.model_name)
+        return export_for_serving(plain, self.config.export_dir, self.config.model_name)
+
+    # -- the epoch loop ----------------------------------------------------------
+    def run(self) -> TrainResult | None:
+        """Resume or start, train the remaining epochs, and (on the chief) test and export."""
+        cfg = self.config
+        start_epoch, latest = self._restore()
+        history = runs.load_history(cfg.model_dir)[:start_epoch] if self.chief else []
+        self._say(f"{self.prefix}Training {_describe(cfg)}")
+        self._say(f"{self.prefix}Cluster: {self.role.describe()}")
+        finished = runs.load_result(cfg.model_dir) if start_epoch >= cfg.epochs else None
+        if finished:
+            # A replica restarted after the run completed must not train or export again.
+            self._say(f"{self.prefix}Already trained: all {cfg.epochs} epochs are in {cfg.model_dir} "
+                      "(delete that folder, or use a new run name, to train again).")
+            self._barrier()
+            return TrainResult(**finished) if self.chief else None
+        if start_epoch:
+            self._say(f"{self.prefix}Resuming from {latest}: {start_epoch} of {cfg.epochs} epochs done.")
+
+        manager = self.tf.train.CheckpointManager(self.checkpoint, str(self.checkpoint_dir), max_to_keep=2)
+        writers = self._summary_writers() if self.chief else None
+        steps_per_epoch = max(1, (cfg.train_limit or TRAIN_SIZE) // cfg.batch_size)
+        train_steps = self._build_train_steps()
+        iterator = self._distributed_iterator()
+        training_seconds = history[-1]["cumulative_seconds"] if history else 0.0  # resumed runs count too
+
+        for epoch in range(start_epoch + 1, cfg.epochs + 1):
+            started = time.perf_counter()
+            bar = self._progress_bar(epoch, steps_per_epoch)
+            loss, accuracy = self._train_epoch(train_steps, iterator, steps_per_epoch, bar)
+            seconds = time.perf_counter() - started
+            training_seconds += seconds
+            self.epoch.assign(epoch)
+            manager.save(checkpoint_number=epoch)
+            if not self.chief:
+                self._say(f"{self.prefix}epoch {epoch}/{cfg.epochs} - loss {loss:.4f} - "
+                          f"accuracy {accuracy:.4f} - {seconds:.1f}s")
+                continue
+            val_loss, val_accuracy = self._evaluate("validation")
+            record = {"epoch": epoch, "loss": loss, "accuracy": accuracy, "val_loss": val_loss,
+                      "val_accuracy": val_accuracy, "seconds": round(seconds, 3),
+                      "cumulative_seconds": round(training_seconds, 3)}
+            history.append(record)
+            self._write_epoch(writers, record, history)
+            self._show_epoch(bar, record, seconds)
+
+        if not self.chief:
+            shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
+            self._barrier()
+            return None
+        return self._finish(history, start_epoch, training_seconds)
+
+    def _finish(self, history: list[dict], start_epoch: int, training_seconds: float) -> TrainResult:
+        """The chief's last steps: test accuracy, the export, ``result.json``."""
+        test_loss, test_accuracy = self._evaluate("test")
+        export_path = self._export()
+        result = TrainResult(
+            history=history, test_accuracy=test_accuracy, test_loss=test_loss,
+            export_path=str(export_path), training_seconds=training_seconds,
+            resumed_from_epoch=start_epoch, strategy=self.role.strategy, workers=self.role.num_workers,
+            config=self.config.as_dict(),
+        )
+        paths.write_json(self.config.model_dir / runs.RESULT_FILE, asdict(result))
+        self._say(f"{self.prefix}Test accuracy {test_accuracy:.4f} (loss {test_loss:.4f}); "
+                  f"model exported to {export_path}")
+        self._barrier()
+        return result
 
     def _barrier(self) -> None:
         """All workers meet once more before exiting.
@@ -396,6 +391,26 @@ class _TrainingRun:
         """
         self._sum_over_workers([1.0, 1.0, 1.0])
 
+    # -- what the learner sees ---------------------------------------------------
+    def _say(self, line: str) -> None:
+        if self.progress:
+            print(line, flush=True)
+
+    def _progress_bar(self, epoch: int, steps: int):
+        if self.progress != "bar" or not self.chief:
+            return None
+        print(f"Epoch {epoch}/{self.config.epochs}", flush=True)
+        # interval: redraw at most every 2 s, so a notebook's stored output stays small.
+        return self.keras.utils.Progbar(steps, interval=2.0, stateful_metrics=list(EPOCH_METRICS))
+
+    def _show_epoch(self, bar, record: dict[str, float], seconds: float) -> None:
+        """The chief's end of an epoch: the bar's final state, or one line."""
+        if bar is not None:
+            bar.update(bar.target, [(name, record[name]) for name in EPOCH_METRICS], finalize=True)
+        else:
+            metrics = " - ".join(f"{name} {record[name]:.4f}" for name in EPOCH_METRICS)
+            self._say(f"{self.prefix}epoch {record['epoch']}/{self.config.epochs} - {metrics} - {seconds:.1f}s")
+
 
 # -- command line -----------------------------------------------------------------
 
@@ -404,8 +419,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = config_from_args(argv)
         tf_config.parse_tf_config()  # a malformed TF_CONFIG is bad input too
-        from mnist_lib.data import verify_mnist
-
         verify_mnist(config.data_dir)
     except (ConfigError, tf_config.TFConfigError, MnistDataError) as err:
         print(f"error: {err}", file=sys.stderr, flush=True)

@@ -23,6 +23,7 @@ import pytest
 from mnist_lib import container, paths
 from mnist_lib.config import TrainConfig
 from mnist_lib.container import DockerError, DockerUnavailable
+from mnist_lib.data import load_numpy
 
 TEST_IMAGE = os.environ.get("MNIST_TEST_IMAGE", "mnist-course:test")
 
@@ -217,8 +218,7 @@ def test_training_in_a_container_exports_a_servable_model(course_image: containe
         assert os.access(path, os.R_OK)
 
     # The export is what TF Serving will load: the serving_default signature, by name.
-    from mnist_lib.data import load_numpy
-    from mnist_lib.model import load_exported
+    from mnist_lib.model import load_exported  # imports Keras: only where a test needs it
 
     serve = load_exported(version)
     images, _ = load_numpy("test", limit=32)

@@ -149,6 +149,7 @@ def trained_model():
     keras.utils.set_random_seed(7)
     images, labels = load_numpy("train", limit=20_000)
     model = build_model("cnn")
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
     model.fit(images / np.float32(255), labels, epochs=2, batch_size=128, verbose=0)
     return model
 

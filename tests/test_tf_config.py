@@ -82,13 +82,11 @@ def test_indexed_job_derives_the_same_cluster_as_the_operator():
 
 
 def test_name_addresses_keeps_structure_and_shows_wrong_addresses():
-    from mnist_lib.tf_config import build_tf_config, name_addresses, operator_address
-
-    address = operator_address("job", "ns")
-    raw = build_tf_config({"Chief": 1, "PS": 1, "Worker": 2}, "Worker", 1, address)
-    assert name_addresses(raw, address) == (
+    address = tc.operator_address("job", "ns")
+    raw = tc.build_tf_config({"Chief": 1, "PS": 1, "Worker": 2}, "Worker", 1, address)
+    assert tc.name_addresses(raw, address) == (
         '{"cluster": {"chief": ["<chief 0>"], "ps": ["<ps 0>"], "worker": ["<worker 0>", "<worker 1>"]}, '
         '"task": {"type": "worker", "index": 1}, "environment": "cloud"}')
     # Swapped workers: the wrong addresses stay visible.
     swapped = raw.replace("job-worker-0", "TMP").replace("job-worker-1", "job-worker-0").replace("TMP", "job-worker-1")
-    assert "job-worker-1.ns.svc:2222" in name_addresses(swapped, address)
+    assert "job-worker-1.ns.svc:2222" in tc.name_addresses(swapped, address)

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import COURSE_ROOT, QUICK_TRAINING, free_port, run_dirs, run_train
-from mnist_lib import tf_config
+from mnist_lib import paths, tf_config
 from mnist_lib.runs import load_history as read_history, load_result as read_result
+from mnist_lib.waiting import wait_until
 
 
 def test_run_writes_history_result_logs_and_export(quick_run):
@@ -44,9 +45,7 @@ def test_tensorboard_scalars_read_back(quick_run):
 
 
 def test_exported_model_predicts_the_shipped_digit(exported_model):
-    from PIL import Image
-
-    from mnist_lib.model import load_exported
+    from mnist_lib.model import load_exported  # imports Keras: only where a test needs it
 
     image = np.asarray(Image.open(COURSE_ROOT / "data" / "digits" / "4.png"), np.float32) / 255.0
     out = load_exported(exported_model)(images=image[None])
@@ -58,11 +57,12 @@ def test_resume_after_interruption(tmp_path):
     args = ["--architecture", "mlp", "--epochs", "4", "--train-limit", "20000"] + run_dirs(tmp_path)
     process = subprocess.Popen([sys.executable, "-m", "mnist_lib.train", *args], cwd=COURSE_ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    def two_epochs_done() -> bool:
+        assert process.poll() is None, "training ended before it could be interrupted"
+        return len(read_history(tmp_path / "checkpoints")) >= 2
+
     try:
-        deadline = time.time() + 240
-        while len(read_history(tmp_path / "checkpoints")) < 2 and time.time() < deadline:
-            assert process.poll() is None, "training ended before it could be interrupted"
-            time.sleep(0.05)
+        wait_until(two_epochs_done, timeout=240, interval=0.05)
         process.send_signal(signal.SIGKILL)
     finally:
         process.kill()
@@ -72,7 +72,7 @@ def test_resume_after_interruption(tmp_path):
 
     done = run_train(args)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert f"Resuming from" in done.stdout and f"{done_before} of 4 epochs done" in done.stdout
+    assert "Resuming from" in done.stdout and f"{done_before} of 4 epochs done" in done.stdout
     result = read_result(tmp_path / "checkpoints")
     assert result["resumed_from_epoch"] == done_before
     assert [h["epoch"] for h in result["history"]] == [1, 2, 3, 4]
@@ -86,11 +86,7 @@ def test_invalid_run_leaves_nothing_behind(tmp_path):
 
 
 def test_damaged_data_stops_before_training(tmp_path):
-    import shutil
-
-    from mnist_lib import data
-
-    shutil.copytree(data.paths.data_dir(), tmp_path / "mnist")
+    shutil.copytree(paths.data_dir(), tmp_path / "mnist")
     (tmp_path / "mnist" / "t10k-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b broken")
     done = run_train(QUICK_TRAINING + run_dirs(tmp_path / "run"),
                      env={"MNIST_DATA_DIR": str(tmp_path / "mnist")})
