@@ -17,7 +17,8 @@ What each function builds:
 - :func:`indexed_job`: the same multi-worker training without the operator, an
   Indexed Job + headless Service (the operator's TF support is frozen at v1.9).
 - :func:`tensorboard`, :func:`model_server`: Deployments + Services over the volume.
-- :func:`katib_experiment`: a hyperparameter sweep whose trials are TFJobs.
+- :func:`katib_experiment`: a hyperparameter sweep (a :class:`~mnist_lib.sweep_spec.SweepSpec`)
+  whose trials are TFJobs.
 - :func:`kind_cluster`: a local cluster to run all of it.
 
 Names are checked when you build, not when the cluster rejects them: they become
@@ -36,25 +37,25 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import yaml
 
-from mnist_lib import paths, settings
+from mnist_lib import paths, serving_config, settings
+from mnist_lib.checks import MAX_NAME, check_dns_label, check_image, check_int, check_model_name, is_dns_1035_label
 from mnist_lib.config import TrainConfig
-from mnist_lib.paths import OUTPUT_MOUNT
-from mnist_lib.settings import DEFAULT_IMAGE, DEFAULT_NAMESPACE, SERVING_IMAGE, serving_image
-from mnist_lib.tf_config import DEFAULT_PORT, indexed_job_worker_hosts
+from mnist_lib.constants import (DEFAULT_NAMESPACE, GRPC_PORT, MODEL_NAME, OBJECTIVE, OUTPUT_MOUNT, POD_USER_ID,
+                                 REST_PORT, TENSORBOARD_PORT, TF_PORT)
+from mnist_lib.settings import DEFAULT_IMAGE, SERVING_IMAGE, serving_image
+from mnist_lib.sweep_spec import SweepSpec
+from mnist_lib.tf_config import indexed_job_worker_hosts
 
 # -- constants a learner (or a backend) may want ------------------------------
-# OUTPUT_MOUNT (paths), DEFAULT_NAMESPACE, DEFAULT_IMAGE and SERVING_IMAGE (settings) are imported above.
+# The ports, the mount and the default namespace are the course's (mnist_lib.constants);
+# DEFAULT_IMAGE and SERVING_IMAGE are the settings' defaults. All are imported above.
 VOLUME_CLAIM = "mnist-outputs"
 VOLUME_HELPER = "mnist-volume"       # the pod through which a notebook reads the volume (cluster.volume)
 VOLUME_HELPER_CONTAINER = "helper"   # ... and its one container, which the backend execs into
 COURSE_SERVER = ["python", "-m", "mnist_lib.serve"]  # the same protocol, in the course image
 
 CONTAINER_NAME = "tensorflow"        # the training operator's default container name
-TF_PORT = DEFAULT_PORT               # 2222, the operator's default ...
-TF_PORT_NAME = "tfjob-port"          # ... and its port name
-SERVING_GRPC_PORT, SERVING_REST_PORT = 8500, 8501
-TENSORBOARD_PORT = 6006
-NON_ROOT_USER = 1000                 # the image's `course` user (Dockerfile: useradd --uid 1000)
+TF_PORT_NAME = "tfjob-port"          # ... and its name for the port TF_PORT
 
 # Labels: the standard app.kubernetes.io set. RUN_LABEL finds every pod of one run.
 NAME_LABEL = "app.kubernetes.io/name"
@@ -78,8 +79,6 @@ SERVING_RESOURCES = {"requests": {"cpu": "250m", "memory": "512Mi"},
 # substitute trial parameters in metricsCollectorSpec; it is under /outputs so that
 # the other pods, which also check that their --log-dir is writable, can create it.
 KATIB_METRICS_DIR = f"{OUTPUT_MOUNT}/katib-metrics"
-# TensorBoard run/tag of the objective, as written by training: <log-dir>/validation/.
-KATIB_OBJECTIVE = "validation/epoch_accuracy"
 
 MANIFESTS_DIR = paths.COURSE_ROOT / "manifests"
 
@@ -94,18 +93,13 @@ class ManifestError(ValueError):
 
 # -- checks at the boundary -------------------------------------------------------
 
-_DNS_1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")   # Service names, pod hostnames
-_DNS_1123 = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")  # namespaces
-MAX_NAME = 63
-
-
 def check_name(name: str, what: str = "name", longest_suffix: str = "") -> str:
     """Return ``name`` if it is a DNS-1035 label, also with ``longest_suffix`` appended.
 
     Kubernetes turns job names into pod hostnames and Service names
     (``<job>-worker-0``), so ``name + longest_suffix`` must fit in 63 characters.
     """
-    if not isinstance(name, str) or not _DNS_1035.fullmatch(name):
+    if not is_dns_1035_label(name):
         raise ManifestError(
             f"{what} {name!r} is not a valid Kubernetes name: use lowercase letters, digits "
             "and '-', start with a letter and end with a letter or digit (e.g. 'mnist-lr-001')."
@@ -122,25 +116,7 @@ def check_name(name: str, what: str = "name", longest_suffix: str = "") -> str:
 
 def _check_namespace(namespace: str | None) -> str | None:
     """None means "no namespace in the object": it goes where the backend (or ``kubectl -n``) puts it."""
-    if namespace is None:
-        return None
-    if not isinstance(namespace, str) or len(namespace) > MAX_NAME or not _DNS_1123.fullmatch(namespace):
-        raise ManifestError(f"namespace {namespace!r} is not valid: use at most {MAX_NAME} lowercase "
-                            "letters, digits and '-', starting and ending with a letter or digit.")
-    return namespace
-
-
-def _check_count(what: str, value: Any, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ManifestError(f"{what} must be a whole number from {low} to {high}, got {value!r}.")
-    return value
-
-
-def _check_image(image: str) -> str:
-    if not isinstance(image, str) or not image or any(c.isspace() for c in image):
-        raise ManifestError(f"image {image!r} is not a container image reference "
-                            f"(e.g. {DEFAULT_IMAGE!r} or 'registry.example.com/mnist:1.0').")
-    return image
+    return None if namespace is None else check_dns_label("namespace", namespace, ManifestError)
 
 
 def _check_under_outputs(what: str, path: str | Path) -> str:
@@ -204,7 +180,8 @@ def _container(name: str, image: str | None, command: Sequence[str], args: Seque
                readiness: Mapping[str, Any] | None = None) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": name,
-        "image": _check_image(settings.image() if image is None else image),
+        "image": check_image("image", settings.image() if image is None else image, DEFAULT_IMAGE,
+                             ManifestError),
         # A local image loaded into kind has no registry to pull from; with a ":latest"
         # tag Kubernetes would default to "Always" and fail with ErrImagePull.
         "imagePullPolicy": "IfNotPresent",
@@ -238,9 +215,9 @@ def _pod_spec(containers: list[dict[str, Any]], restart_policy: str | None = Non
         spec["restartPolicy"] = restart_policy
     spec["securityContext"] = {
         "runAsNonRoot": True,
-        "runAsUser": NON_ROOT_USER,
-        "runAsGroup": NON_ROOT_USER,
-        "fsGroup": NON_ROOT_USER,  # volumes that support it become writable by that group
+        "runAsUser": POD_USER_ID,
+        "runAsGroup": POD_USER_ID,
+        "fsGroup": POD_USER_ID,  # volumes that support it become writable by that group
         "seccompProfile": {"type": "RuntimeDefault"},
     }
     spec["containers"] = containers
@@ -302,7 +279,7 @@ def volume_claim(size: str = "5Gi", access_mode: str | None = None, storage_clas
         raise ManifestError(f"size {size!r} is not a storage size like '5Gi' or '500Mi'")
     spec: dict[str, Any] = {"accessModes": [access_mode], "resources": {"requests": {"storage": size}}}
     if storage_class is not None:
-        spec["storageClassName"] = check_name(storage_class, "storage class")
+        spec["storageClassName"] = check_dns_label("storage class", storage_class, ManifestError)
     return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
             "metadata": _metadata(VOLUME_CLAIM, _check_namespace(namespace), "storage"), "spec": spec}
 
@@ -331,10 +308,14 @@ def volume_helper(image: str | None = None, namespace: str | None = None) -> dic
 # -- training -----------------------------------------------------------------------
 
 def training_job(name: str, config: TrainConfig, image: str | None = None,
-                 namespace: str | None = None,
-                 resources: Mapping[str, Any] = TRAINING_RESOURCES) -> dict[str, Any]:
-    """One training pod as a batch/v1 Job: the simplest way to train on a cluster."""
+                 namespace: str | None = None, resources: Mapping[str, Any] = TRAINING_RESOURCES,
+                 backoff_limit: int = BACKOFF_LIMIT) -> dict[str, Any]:
+    """One training pod as a batch/v1 Job: the simplest way to train on a cluster.
+
+    ``backoff_limit``: how many times a failed pod is retried before the Job fails.
+    """
     check_name(name, "job name")
+    check_int("backoff_limit", backoff_limit, 0, 100, error=ManifestError)
     _check_config(config)
     pod = _pod_spec([_training_container(config, image, resources)],
                     # OnFailure restarts the container in the same pod; training resumes
@@ -345,7 +326,7 @@ def training_job(name: str, config: TrainConfig, image: str | None = None,
         "kind": "Job",
         "metadata": _metadata(name, _check_namespace(namespace), "training"),
         "spec": {
-            "backoffLimit": BACKOFF_LIMIT,
+            "backoffLimit": backoff_limit,
             "ttlSecondsAfterFinished": JOB_TTL_SECONDS,
             "template": {"metadata": _job_pod_metadata(name), "spec": pod},
         },
@@ -354,22 +335,27 @@ def training_job(name: str, config: TrainConfig, image: str | None = None,
 
 def tfjob(name: str, config: TrainConfig, workers: int = 2, parameter_servers: int = 0,
           image: str | None = None, namespace: str | None = None,
-          resources: Mapping[str, Any] = TRAINING_RESOURCES) -> dict[str, Any]:
+          resources: Mapping[str, Any] = TRAINING_RESOURCES,
+          backoff_limit: int = BACKOFF_LIMIT) -> dict[str, Any]:
     """A Kubeflow TFJob (kubeflow.org/v1): the operator sets TF_CONFIG in every pod.
 
     ``parameter_servers=0``: Worker x ``workers``, multi-worker mirrored (worker 0
     writes). ``parameter_servers>0``: Chief + PS + Worker, parameter-server training
     (the chief coordinates and writes). Every replica gets the same flags.
+    ``backoff_limit``: how many times failed pods are restarted before the TFJob fails.
     """
-    _check_count("workers", workers, 1, 64)
-    _check_count("parameter_servers", parameter_servers, 0, 16)
+    check_int("workers", workers, 1, 64, error=ManifestError)
+    check_int("parameter_servers", parameter_servers, 0, 16, error=ManifestError)
+    check_int("backoff_limit", backoff_limit, 0, 100, error=ManifestError)
     check_name(name, "job name", f"-worker-{workers - 1}")
     _check_config(config)
-    return _tfjob(name, config, workers, parameter_servers, image, _check_namespace(namespace), resources)
+    return _tfjob(name, config, workers, parameter_servers, image, _check_namespace(namespace), resources,
+                  backoff_limit)
 
 
 def _tfjob(name: str | None, config: TrainConfig, workers: int, parameter_servers: int, image: str | None,
-           namespace: str | None, resources: Mapping[str, Any], run: str | None = None) -> dict[str, Any]:
+           namespace: str | None, resources: Mapping[str, Any], backoff_limit: int = BACKOFF_LIMIT,
+           run: str | None = None) -> dict[str, Any]:
     """The TFJob without the checks (Katib's trial template has placeholders for values)."""
     run = run or name
     counts = {"Chief": 1, "PS": parameter_servers} if parameter_servers else {}
@@ -394,7 +380,7 @@ def _tfjob(name: str | None, config: TrainConfig, workers: int, parameter_server
                 # When the job ends, delete the pods still running (parameter servers
                 # wait forever) but keep finished ones, so their logs can be read.
                 "cleanPodPolicy": "Running",
-                "backoffLimit": BACKOFF_LIMIT,
+                "backoffLimit": backoff_limit,
                 "ttlSecondsAfterFinished": JOB_TTL_SECONDS,
             },
             "tfReplicaSpecs": replica_specs,
@@ -414,7 +400,7 @@ def indexed_job(name: str, config: TrainConfig, workers: int = 2, image: str | N
     The Job lists those names once in ``MNIST_WORKER_HOSTS`` and training derives TF_CONFIG from them
     (:func:`mnist_lib.tf_config.indexed_job_tf_config`), as the operator would set it.
     """
-    _check_count("workers", workers, 1, 64)
+    check_int("workers", workers, 1, 64, error=ManifestError)
     check_name(name, "job name", f"-{workers - 1}")
     _check_config(config)
     namespace = _check_namespace(namespace)
@@ -513,7 +499,7 @@ yaml.SafeDumper.add_representer(
     _TextFile, lambda dumper, text: dumper.represent_scalar("tag:yaml.org,2002:str", str(text), style="|"))
 
 
-def model_server_config(model_name: str = "mnist", model_base_path: str | None = None,
+def model_server_config(model_name: str = MODEL_NAME, model_base_path: str | None = None,
                         version_policy: Any = "all") -> str:
     """TF Serving's model config file (a ``ModelServerConfig`` in text format) for one model.
 
@@ -522,8 +508,6 @@ def model_server_config(model_name: str = "mnist", model_base_path: str | None =
     list of versions such as ``[1, 2]`` (``specific``), or a ``ServableVersionPolicy``
     (:func:`mnist_lib.serving_config.version_policy`). Built with the official protos.
     """
-    from mnist_lib import serving_config
-
     base_path = _check_under_outputs("model_base_path",
                                      model_base_path or f"{OUTPUT_MOUNT}/export/{model_name}")
     try:
@@ -533,7 +517,7 @@ def model_server_config(model_name: str = "mnist", model_base_path: str | None =
     return serving_config.to_text(config)
 
 
-def model_server(name: str = "mnist-serving", model_name: str = "mnist", model_base_path: str | None = None,
+def model_server(name: str = "mnist-serving", model_name: str = MODEL_NAME, model_base_path: str | None = None,
                  image: str | None = None, command: Sequence[str] | None = None,
                  namespace: str | None = None,
                  resources: Mapping[str, Any] = SERVING_RESOURCES,
@@ -558,19 +542,17 @@ def model_server(name: str = "mnist-serving", model_name: str = "mnist", model_b
     image = serving_image() if image is None else image
     config_name = f"{name}-config"
     check_name(name, "name", longest_suffix="-config")
-    if not isinstance(model_name, str) or not re.fullmatch(r"[a-z][a-z0-9-]{0,62}", model_name):
-        raise ManifestError(f"model_name {model_name!r} is not valid: use lowercase letters, digits "
-                            "and '-', starting with a letter (it is a folder and a URL).")
+    check_model_name("model_name", model_name, ManifestError)
     config_text = model_server_config(model_name, model_base_path, version_policy)
     if command is None:
-        repository = _check_image(image).split("@")[0]
+        repository = check_image("image", image, DEFAULT_IMAGE, ManifestError).split("@")[0]
         if ":" in repository.rsplit("/", 1)[-1]:  # drop the tag, not a registry's port
             repository = repository.rsplit(":", 1)[0]
         official = repository.endswith("tensorflow/serving")
         command = ["tensorflow_model_server"] if official else COURSE_SERVER
     # "--flag=value": tensorflow_model_server does not accept "--flag value". The config
     # file replaces --model_name/--model_base_path (TF Serving ignores those beside it).
-    args = [f"--port={SERVING_GRPC_PORT}", f"--rest_api_port={SERVING_REST_PORT}",
+    args = [f"--port={GRPC_PORT}", f"--rest_api_port={REST_PORT}",
             f"--model_config_file={SERVING_CONFIG_DIR}/{SERVING_CONFIG_FILE}",
             f"--model_config_file_poll_wait_seconds={SERVING_CONFIG_POLL_SECONDS}"]
     if list(command) == COURSE_SERVER:
@@ -579,8 +561,8 @@ def model_server(name: str = "mnist-serving", model_name: str = "mnist", model_b
         args.append("--host=0.0.0.0")
     container = _container(
         "serving", image, command, args, resources,
-        ports=[{"name": "grpc", "containerPort": SERVING_GRPC_PORT},
-               {"name": "http", "containerPort": SERVING_REST_PORT}],
+        ports=[{"name": "grpc", "containerPort": GRPC_PORT},
+               {"name": "http", "containerPort": REST_PORT}],
         read_only=True,
         # Ready once the model is loaded: TF Serving answers its status on REST.
         readiness={"httpGet": {"path": f"/v1/models/{model_name}", "port": "http"},
@@ -591,7 +573,7 @@ def model_server(name: str = "mnist-serving", model_name: str = "mnist", model_b
                                       "readOnly": True})
     namespace = _check_namespace(namespace)
     deployment, service = _deployment_and_service(name, namespace, "serving", container,
-                                                  [("grpc", SERVING_GRPC_PORT), ("http", SERVING_REST_PORT)])
+                                                  [("grpc", GRPC_PORT), ("http", REST_PORT)])
     deployment["spec"]["template"]["spec"]["volumes"].append(
         {"name": "serving-config", "configMap": {"name": config_name}})
     config_map = {
@@ -605,40 +587,34 @@ def model_server(name: str = "mnist-serving", model_name: str = "mnist", model_b
 
 # -- hyperparameter sweeps with Katib ----------------------------------------------------
 
-def katib_experiment(name: str = "mnist-sweep", config: TrainConfig | None = None, *,
-                     learning_rates: Sequence[float] = (0.0001, 0.001, 0.01),
-                     hidden_layers: Sequence[int] = (1, 2, 3), algorithm: str = "grid",
-                     max_trials: int | None = None, parallel_trials: int = 2,
-                     workers: int = 2, parameter_servers: int = 0, early_stopping: bool = True,
-                     image: str | None = None, namespace: str | None = None,
+def katib_experiment(sweep: SweepSpec, *, parameter_servers: int = 0, image: str | None = None,
+                     namespace: str | None = None,
                      resources: Mapping[str, Any] = TRAINING_RESOURCES) -> dict[str, Any]:
-    """A Katib Experiment (kubeflow.org/v1beta1) sweeping learning rate and hidden layers.
+    """A Katib Experiment (kubeflow.org/v1beta1) running ``sweep``: learning rate x hidden layers.
 
-    Each trial is our TFJob with ``${trialParameters.learningRate}`` and
-    ``${trialParameters.hiddenLayers}`` in the flags of *every* replica, and its own
+    Each trial is our TFJob (``sweep.workers`` workers, and a Chief and
+    ``parameter_servers`` PS if there are any) with ``${trialParameters.learningRate}``
+    and ``${trialParameters.hiddenLayers}`` in the flags of *every* replica, and its own
     checkpoint and export folders (``/outputs/<trial-name>/...``), so the best model
-    can be found and served. ``config`` sets the other hyperparameters (epochs...).
+    can be found and served. The candidates are the space's grid values (Katib's random
+    search draws among them), as many trials as the sweep has; ``sweep.fixed`` and the
+    space's one width and epochs set the other hyperparameters.
     Katib reads ``validation/epoch_accuracy`` from the event files and maximizes it.
     Note: Katib documents early stopping as working with the StdOut and File
     collectors; with TensorFlowEvent, medianstop may never stop a trial.
     """
-    _check_count("workers", workers, 1, 64)
-    _check_count("parameter_servers", parameter_servers, 0, 16)
-    _check_count("parallel_trials", parallel_trials, 1, 100)
+    workers = sweep.workers
+    check_int("parameter_servers", parameter_servers, 0, 16, error=ManifestError)
     # Trials are named <experiment>-<8 random characters>; their pods <trial>-worker-N.
-    check_name(name, "experiment name", f"-xxxxxxxx-worker-{workers - 1}")
-    if algorithm not in ("grid", "random"):
-        raise ManifestError(f"algorithm must be 'grid' or 'random', got {algorithm!r}")
-    base = config if config is not None else run_config(name)
-    _check_config(base)
-    for values, field in ((learning_rates, "learning_rate"), (hidden_layers, "hidden_layers")):
-        if isinstance(values, (str, bytes)) or not values or len(set(values)) != len(values):
-            raise ManifestError(f"{field} values must be a non-empty list without repeats, got {values!r}")
-        for value in values:  # each candidate must be a valid training flag
-            _check_config(dataclasses.replace(base, **{field: value}))
-    combinations = len(learning_rates) * len(hidden_layers)
-    max_trials = combinations if max_trials is None else _check_count("max_trials", max_trials, 1, 1000)
-    parallel_trials = min(parallel_trials, max_trials)
+    name = check_name(sweep.name, "experiment name", f"-xxxxxxxx-worker-{workers - 1}")
+    space = sweep.space
+    if len(space.widths) != 1:
+        raise ManifestError("the Katib manifest sweeps learning rate and hidden layers; fix the width "
+                            "to one value (SearchSpace(widths=(128,)))")
+    base = run_config(name, **sweep.fixed, width=space.widths[0], epochs=space.epochs)
+    learning_rates, hidden_layers = space.learning_rates(), space.layer_values()
+    max_trials = len(sweep.points())
+    parallel_trials = min(sweep.parallel, max_trials)
 
     trial_dir = f"{OUTPUT_MOUNT}/${{trialParameters.trialName}}"
     trial_config = dataclasses.replace(
@@ -650,11 +626,11 @@ def katib_experiment(name: str = "mnist-sweep", config: TrainConfig | None = Non
     primary = ({"training.kubeflow.org/replica-type": "chief"} if parameter_servers else
                {"training.kubeflow.org/replica-type": "worker", "training.kubeflow.org/replica-index": "0"})
     spec: dict[str, Any] = {
-        "objective": {"type": "maximize", "objectiveMetricName": KATIB_OBJECTIVE,
+        "objective": {"type": "maximize", "objectiveMetricName": OBJECTIVE,
                       "additionalMetricNames": ["validation/epoch_loss", "train/epoch_accuracy"]},
-        "algorithm": {"algorithmName": algorithm},
+        "algorithm": {"algorithmName": sweep.search},
     }
-    if early_stopping:
+    if sweep.early_stopping is not None:
         # Katib's defaults (start_step 4) would never stop a 3-epoch trial.
         spec["earlyStopping"] = {"algorithmName": "medianstop", "algorithmSettings": [
             {"name": "min_trials_required", "value": "2"}, {"name": "start_step", "value": "2"}]}
@@ -698,7 +674,7 @@ def kind_cluster(name: str = "mnist-course", workers: int = 0) -> dict[str, Any]
     One node by default: the shared ReadWriteOnce volume then reaches every pod.
     """
     check_name(name, "cluster name")
-    _check_count("workers", workers, 0, 8)
+    check_int("workers", workers, 0, 8, error=ManifestError)
     nodes = [{"role": "control-plane"}] + [{"role": "worker"} for _ in range(workers)]
     return {"apiVersion": "kind.x-k8s.io/v1alpha4", "kind": "Cluster", "name": name, "nodes": nodes}
 
@@ -777,7 +753,7 @@ FILES = (
                  lambda: model_server(image=SERVING_IMAGE, namespace=NS)),  # the official image, whatever the environment
     ManifestFile("katib-experiment.yaml", "A Katib hyperparameter sweep: learning rate x hidden layers, TFJob trials.",
                  _apply("katib-experiment.yaml", "Needs Katib v0.19 and the Kubeflow training operator v1.9."),
-                 lambda: [katib_experiment(**IN_NS)]),
+                 lambda: [katib_experiment(SweepSpec("mnist-sweep"), **IN_NS)]),
 )
 
 

@@ -14,6 +14,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
+from mnist_lib.constants import NUM_CLASSES
+from mnist_lib.sweep_spec import TrialStatus
+
 
 def _finish(fig: Figure) -> Figure:
     fig.tight_layout()
@@ -67,7 +70,7 @@ def plot_history(histories: Mapping[str, Sequence[Mapping[str, float]]] | Sequen
     return _finish(fig)
 
 
-def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, classes: int = 10) -> np.ndarray:
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, classes: int = NUM_CLASSES) -> np.ndarray:
     """Counts: row = true digit, column = predicted digit."""
     matrix = np.zeros((classes, classes), dtype=np.int64)
     np.add.at(matrix, (np.asarray(labels), np.asarray(predictions)), 1)
@@ -84,8 +87,8 @@ def plot_confusion_matrix(labels: np.ndarray, predictions: np.ndarray) -> Figure
         if count:
             ax.text(col, row, str(count), ha="center", va="center", fontsize=7,
                     color="white" if row == col else "black")
-    ax.set_xticks(range(10))
-    ax.set_yticks(range(10))
+    ax.set_xticks(range(NUM_CLASSES))
+    ax.set_yticks(range(NUM_CLASSES))
     ax.set_xlabel("predicted digit")
     ax.set_ylabel("true digit")
     return _finish(fig)
@@ -106,9 +109,9 @@ def plot_probabilities(image: np.ndarray, probabilities: Sequence[float], title:
     left.imshow(image, cmap="gray")
     left.axis("off")
     left.set_title(title or f"predicted {int(np.argmax(probabilities))}")
-    bars = right.bar(range(10), probabilities, color="lightgray")
+    bars = right.bar(range(NUM_CLASSES), probabilities, color="lightgray")
     bars[int(np.argmax(probabilities))].set_color("tab:blue")
-    right.set_xticks(range(10))
+    right.set_xticks(range(NUM_CLASSES))
     right.set_ylim(0, 1)
     right.set_ylabel("probability")
     return _finish(fig)
@@ -122,7 +125,8 @@ def plot_probabilities(image: np.ndarray, probabilities: Sequence[float], title:
 # (it also keeps every figure it made until it is closed). Jupyter shows a bare
 # Figure like any other.
 
-_STATUS_STYLE = {"Succeeded": "-o", "Running": "-o", "EarlyStopped": ":x", "Failed": ":x", "Stopped": ":x"}
+_STATUS_STYLE = {TrialStatus.SUCCEEDED: "-o", TrialStatus.RUNNING: "-o", TrialStatus.EARLY_STOPPED: ":x",
+                 TrialStatus.FAILED: ":x", TrialStatus.STOPPED: ":x"}
 
 
 def plot_sweep_curves(trials: Sequence, title: str = "Validation accuracy per epoch") -> Figure:
@@ -134,13 +138,13 @@ def plot_sweep_curves(trials: Sequence, title: str = "Validation accuracy per ep
     """
     fig = Figure(figsize=(7, 4), dpi=80)
     ax = fig.add_subplot()
-    finished = [t for t in trials if t.status == "Succeeded" and t.curve]
+    finished = [t for t in trials if t.status == TrialStatus.SUCCEEDED and t.curve]
     best = max(finished, key=lambda t: t.curve[-1][1]) if finished else None
     for trial in trials:
         if not trial.curve:
             continue
         steps, values = zip(*trial.curve)
-        label = f"{trial.label} ({trial.status})" if trial.status != "Succeeded" else trial.label
+        label = f"{trial.label} ({trial.status})" if trial.status != TrialStatus.SUCCEEDED else trial.label
         ax.plot(steps, values, _STATUS_STYLE.get(trial.status, "-o"), label=label,
                 linewidth=3 if trial is best else 1.5, markersize=4)
     ax.set_xlabel("epoch")
@@ -166,7 +170,7 @@ def plot_sweep_summary(result) -> Figure:
     from matplotlib.patches import Rectangle
 
     trials = [t for t in result.trials if t.curve]
-    done = [t for t in trials if t.status == "Succeeded"]
+    done = [t for t in trials if t.status == TrialStatus.SUCCEEDED]
     best = max(done, key=lambda t: t.curve[-1][1]) if done else None
     fig = Figure(figsize=(10, 4), dpi=80)
     left, right = fig.subplots(1, 2)
@@ -179,7 +183,7 @@ def plot_sweep_summary(result) -> Figure:
         if group:
             left.plot([t.params["learning_rate"] for t in group], [t.curve[-1][1] for t in group],
                       "-o", color=colours[n], label=f"{n} layer{'s' if n != 1 else ''}")
-            stopped = [t for t in group if t.status != "Succeeded"]  # their last epoch, not a final value
+            stopped = [t for t in group if t.status != TrialStatus.SUCCEEDED]  # their last epoch, not a final value
             left.plot([t.params["learning_rate"] for t in stopped], [t.curve[-1][1] for t in stopped],
                       "X", color=colours[n], markersize=10, markeredgecolor="black")
     if best:
@@ -198,8 +202,8 @@ def plot_sweep_summary(result) -> Figure:
         for t in trials:
             cell = layer_values.index(t.params["hidden_layers"]), rates.index(t.params["learning_rate"])
             grid[cell] = t.curve[-1][1]
-            if t.status != "Succeeded":
-                notes[cell] = f"\n{'failed' if t.status == 'Failed' else 'stopped'} at epoch {t.curve[-1][0]}"
+            if t.status != TrialStatus.SUCCEEDED:
+                notes[cell] = f"\n{'failed' if t.status == TrialStatus.FAILED else 'stopped'} at epoch {t.curve[-1][0]}"
         image = right.imshow(grid, cmap="viridis", vmin=np.nanmin(grid) if done else 0, vmax=1,
                              aspect="auto", origin="lower")
         for (row, col), value in np.ndenumerate(grid):

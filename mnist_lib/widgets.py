@@ -14,21 +14,27 @@ would not) and keeps the notebook small.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import threading
-from typing import Any, Mapping
+from typing import Any
 
 import ipywidgets as w
 
 from mnist_lib import plots
+from mnist_lib.cluster.base import Backend
 from mnist_lib.config import MAX_HIDDEN_LAYERS
-from mnist_lib.sweep import (EARLY_STOPPED, FAILED, MAX_PARALLEL, RUNNING, STOPPED, SUCCEEDED, SearchSpace,
-                             Sweep, SweepError, SweepResult)
+from mnist_lib.sweep import Sweep, SweepResult, TrialStatus
+from mnist_lib.sweep_spec import MAX_PARALLEL, MedianStop, SearchSpace, SweepError, SweepSpec
 
 LIVE_PLOT_CLASS = "sweep-live-plot"      # CSS classes: the browser test finds the widgets by them
 CONTROLS_CLASS = "sweep-controls"
-_BAR_STYLE = {RUNNING: "info", SUCCEEDED: "success", FAILED: "danger", EARLY_STOPPED: "warning",
-              STOPPED: "warning"}
+_BAR_STYLE = {TrialStatus.RUNNING: "info", TrialStatus.SUCCEEDED: "success", TrialStatus.FAILED: "danger",
+              TrialStatus.EARLY_STOPPED: "warning", TrialStatus.STOPPED: "warning"}
+# Where the sliders start: a small space of one-pod trials (chapter 07 runs them on the local backend).
+_START = {"space": SearchSpace(learning_rate=(1e-4, 1e-2), hidden_layers=(1, 2), epochs=2),
+          "job_kind": "Job", "workers": 1}
+_START_MAX_TRIALS = 6
 
 
 def figure_png(fig: Any) -> bytes:
@@ -68,17 +74,18 @@ class LivePlot:
 class SweepWidget:
     """Sliders, Launch and Stop, a progress bar per trial, a live plot and a summary.
 
-    ``fixed``, ``job_kind``, ``workers`` and ``backend`` go to every :class:`Sweep`
-    it launches (chapter 07 runs one-pod trials on the local backend).
+    ``spec_fields`` are those of :class:`SweepSpec` (``fixed``, ``job_kind``, ``workers``,
+    ``space``, ``parallel``...): the sweep the sliders start from, by default a small
+    space of one-pod Job trials. Every :class:`Sweep` it launches is that spec with the
+    sliders' values, run on ``backend`` (polled every ``poll_interval`` seconds).
     """
 
-    def __init__(self, name: str = "ch07-widget", *, fixed: Mapping[str, Any] | None = None,
-                 job_kind: str = "Job", workers: int = 1, backend: Any = None,
-                 space: SearchSpace | None = None, parallel: int = 2, poll_interval: float = 1.0) -> None:
-        space = space or SearchSpace(learning_rate=(1e-4, 1e-2), hidden_layers=(1, 2), epochs=2)
-        self.name, self.fixed, self.job_kind, self.workers = name, dict(fixed or {}), job_kind, workers
+    def __init__(self, name: str = "ch07-widget", *, backend: Backend | None = None,
+                 poll_interval: float = 1.0, **spec_fields: Any) -> None:
+        self.spec = SweepSpec(name, **{**_START, **spec_fields})
         self.backend, self.poll_interval = backend, poll_interval
         self.sweep: Sweep | None = None
+        space = self.spec.space
         style = {"description_width": "150px"}
         wide = w.Layout(width="480px")
         self.lr_min = w.FloatLogSlider(value=space.learning_rate[0], base=10, min=-5, max=0, step=0.25,
@@ -93,13 +100,14 @@ class SweepWidget:
                                        description="hidden layers", style=style, layout=wide)
         self.epochs = w.IntSlider(value=space.epochs, min=1, max=10, description="epochs",
                                   style=style, layout=wide)
-        self.parallel = w.IntSlider(value=parallel, min=1, max=min(8, MAX_PARALLEL),
+        self.parallel = w.IntSlider(value=self.spec.parallel, min=1, max=min(8, MAX_PARALLEL),
                                     description="parallel trials", style=style, layout=wide)
-        self.max_trials = w.IntSlider(value=6, min=1, max=30, description="trials (random)",
-                                      style=style, layout=wide)
-        self.search = w.ToggleButtons(options=["grid", "random"], value="grid", description="search",
+        self.max_trials = w.IntSlider(value=self.spec.max_trials or _START_MAX_TRIALS, min=1, max=30,
+                                      description="trials (random)", style=style, layout=wide)
+        self.search = w.ToggleButtons(options=["grid", "random"], value=self.spec.search, description="search",
                                       style=style)
-        self.early_stopping = w.Checkbox(value=True, description="median-stop early stopping", indent=False)
+        self.early_stopping = w.Checkbox(value=self.spec.early_stopping is not None,
+                                         description="median-stop early stopping", indent=False)
         self.launch_button = w.Button(description="Launch", button_style="primary", icon="play")
         self.stop_button = w.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
         self.launch_button.on_click(self.launch)
@@ -117,12 +125,12 @@ class SweepWidget:
         self._finished = threading.Event()
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        return _with_text(self.ui, f"SweepWidget {self.name!r}: sliders, Launch and Stop, "
+        return _with_text(self.ui, f"SweepWidget {self.spec.name!r}: sliders, Launch and Stop, "
                                    "progress per trial, live plot")
 
     # -- from sliders to a sweep -----------------------------------------------------
-    def make_sweep(self) -> Sweep:
-        """The :class:`Sweep` the sliders describe (raises :class:`SweepError` if they make no sense)."""
+    def make_spec(self) -> SweepSpec:
+        """The :class:`SweepSpec` the sliders describe (raises :class:`SweepError` if they make no sense)."""
         if self.lr_min.value > self.lr_max.value:
             raise SweepError(f"the learning rate range is upside down: from {self.lr_min.value:.1e} "
                              f"to {self.lr_max.value:.1e}; move 'from' below 'to'")
@@ -130,11 +138,14 @@ class SweepWidget:
                             hidden_layers=tuple(self.layers.value), epochs=self.epochs.value,
                             learning_rate_values=self.lr_values.value)
         random_search = self.search.value == "random"
-        return Sweep(self.name, space, search=self.search.value,
-                     max_trials=self.max_trials.value if random_search else None,
-                     parallel=self.parallel.value, job_kind=self.job_kind, workers=self.workers,
-                     fixed=self.fixed, early_stopping=self.early_stopping.value, backend=self.backend,
-                     poll_interval=self.poll_interval)
+        rule = (self.spec.early_stopping or MedianStop()) if self.early_stopping.value else None
+        return dataclasses.replace(self.spec, space=space, search=self.search.value,
+                                   max_trials=self.max_trials.value if random_search else None,
+                                   parallel=self.parallel.value, early_stopping=rule)
+
+    def make_sweep(self) -> Sweep:
+        """The :class:`Sweep` the sliders describe, ready to run on the widget's backend."""
+        return Sweep(self.make_spec(), backend=self.backend, poll_interval=self.poll_interval)
 
     # -- buttons ---------------------------------------------------------------------
     def launch(self, _button: Any = None) -> Sweep | None:
@@ -154,14 +165,14 @@ class SweepWidget:
         for trial in sweep.trials:
             bar = w.IntProgress(value=0, min=0, max=trial.params["epochs"], description=trial.label,
                                 style={"description_width": "170px"}, layout=w.Layout(width="420px"))
-            label = w.Label("Pending")
+            label = w.Label(TrialStatus.PENDING)
             self._bars[trial.name] = (bar, label)
             rows.append(w.HBox([bar, label]))
         self.progress.children = rows
         self.summary.layout.display = "none"
         self.launch_button.disabled, self.stop_button.disabled = True, False
         self.status.value = f"Running <b>{sweep.name}</b>: {len(sweep.trials)} trials, " \
-                            f"{sweep.parallel} at a time ({sweep.job_kind})."
+                            f"{sweep.spec.parallel} at a time ({sweep.spec.job_kind})."
         sweep.start(on_update=self.refresh)
         return sweep
 

@@ -20,6 +20,7 @@ import yaml
 
 from mnist_lib import manifests as m
 from mnist_lib.config import ConfigError
+from mnist_lib.sweep_spec import SearchSpace, SweepSpec
 from mnist_lib.tf_config import (
     MULTI_WORKER, WORKER, build_tf_config, operator_address, parse_tf_config,
 )
@@ -200,12 +201,12 @@ def test_katib_experiment_passes_katib_rules():
 
 def test_katib_objective_matches_what_training_writes():
     """Katib's TFEvent collector reads <run>/<tag>: training writes <log-dir>/validation/epoch_accuracy."""
-    run, tag = m.KATIB_OBJECTIVE.split("/")
+    run, tag = m.OBJECTIVE.split("/")
     assert (run, tag) == ("validation", "epoch_accuracy")
 
 
 def test_katib_with_parameter_servers_collects_from_the_chief():
-    experiment = m.katib_experiment("ps-sweep", parameter_servers=1, algorithm="random", max_trials=4)
+    experiment = m.katib_experiment(SweepSpec("ps-sweep", search="random", max_trials=4), parameter_servers=1)
     EXPERIMENT_SCHEMA.validate(experiment)
     TFJOB_SCHEMA.validate(experiment["spec"]["trialTemplate"]["trialSpec"])
     assert experiment["spec"]["trialTemplate"]["primaryPodLabels"] == {
@@ -300,7 +301,7 @@ def test_args_are_the_config_flags_and_dirs_are_the_runs_own():
 
 
 def test_katib_trials_substitute_hyperparameters_in_every_replica():
-    experiment = m.katib_experiment("sweep", parameter_servers=1)
+    experiment = m.katib_experiment(SweepSpec("sweep"), parameter_servers=1)
     for role, template in pod_templates(experiment).items():
         args = template["spec"]["containers"][0]["args"]
         assert args[args.index("--learning-rate") + 1] == "${trialParameters.learningRate}", role
@@ -455,6 +456,7 @@ def test_longest_valid_names_are_accepted():
     (lambda: m.tfjob("a", m.run_config("a"), workers=0), m.ManifestError, "workers must be"),
     (lambda: m.tfjob("a", m.run_config("a"), parameter_servers=-1), m.ManifestError, "parameter_servers"),
     (lambda: m.training_job("a", m.run_config("a"), image="mnist course"), m.ManifestError, "image"),
+    (lambda: m.training_job("a", m.run_config("a"), backoff_limit=-1), m.ManifestError, "backoff_limit"),
     (lambda: m.training_job("a", m.run_config("a"), namespace="My_NS"), m.ManifestError, "namespace"),
     (lambda: m.training_job("a", m.TrainConfig()), m.ManifestError, "not under /outputs"),
     (lambda: m.tensorboard(log_dir="/tmp/logs"), m.ManifestError, "not under /outputs"),
@@ -464,9 +466,9 @@ def test_longest_valid_names_are_accepted():
     (lambda: m.model_server(model_base_path="/models/mnist"), m.ManifestError, "not under /outputs"),
     (lambda: m.model_server("s" * 57), m.ManifestError, "too long"),  # s..s-config: 64 characters
     (lambda: m.volume_claim(size="5 GB"), m.ManifestError, "storage size"),
-    (lambda: m.katib_experiment(learning_rates=(0.01, 2.0)), ConfigError, "--learning-rate"),
-    (lambda: m.katib_experiment(algorithm="bayes"), m.ManifestError, "algorithm"),
-    (lambda: m.katib_experiment("s" * 46), m.ManifestError, "too long"),
+    (lambda: m.katib_experiment(SweepSpec(fixed={"batch_size": 0})), ConfigError, "--batch-size"),
+    (lambda: m.katib_experiment(SweepSpec(space=SearchSpace(widths=(64, 128)))), m.ManifestError, "width"),
+    (lambda: m.katib_experiment(SweepSpec("s" * 46)), m.ManifestError, "too long"),
 ])
 def test_invalid_values_are_rejected_with_a_clear_message(call, error, message):
     with pytest.raises(error, match=message):

@@ -5,6 +5,7 @@ Trials are tiny (MLP, 3,000 images, 2-3 epochs): the machine has two cores.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -17,8 +18,8 @@ from conftest import assert_no_processes_left
 
 from mnist_lib import cluster, paths
 from mnist_lib.cluster.local import LocalBackend
-from mnist_lib.sweep import (EARLY_STOPPED, FAILED, PENDING, RUNNING, STOPPED, SUCCEEDED, MedianStop,
-                             SearchSpace, Sweep, SweepError, Trial, load_sweep, promote)
+from mnist_lib.sweep import (FINISHED, MedianStop, SearchSpace, Sweep, SweepError, SweepSpec, Trial, TrialStatus,
+                             load_sweep, promote)
 
 TINY = {"architecture": "mlp", "train_limit": 3000, "batch_size": 100}
 DATA = Path(__file__).parent / "data"
@@ -89,6 +90,26 @@ def test_bad_input_is_refused_before_anything_runs(make, message, outputs):
     assert not list(outputs.glob("ok-*")), "nothing may be written for a refused sweep"
 
 
+def test_a_spec_and_the_short_form_make_the_same_sweep():
+    space = SearchSpace(hidden_layers=(1, 2))
+    spec = SweepSpec("same", space, job_kind="Job", retries=2, fixed=TINY)
+    by_spec, short = Sweep(spec), Sweep("same", space, job_kind="Job", retries=2, fixed=TINY)
+    assert by_spec.spec == short.spec == Sweep(name="same", space=space, job_kind="Job", retries=2, fixed=TINY).spec
+    assert [t.params for t in by_spec.trials] == [t.params for t in short.trials] == spec.points()
+    # The spec's retries become each trial's backoffLimit, built in by the manifest builder.
+    assert {t.manifest["spec"]["backoffLimit"] for t in by_spec.trials} == {2}
+    tfjob = Sweep(dataclasses.replace(spec, job_kind="TFJob", retries=0)).trials[0].manifest
+    assert tfjob["spec"]["runPolicy"]["backoffLimit"] == 0
+    with pytest.raises(SweepError, match="not both"):
+        Sweep(spec, parallel=3)
+
+
+def test_trial_statuses_keep_their_saved_words():
+    """sweep.json and the plots hold these strings: they are Katib's words (Stopped for its Killed)."""
+    assert list(TrialStatus) == ["Pending", "Running", "Succeeded", "Failed", "EarlyStopped", "Stopped"]
+    assert FINISHED == {"Succeeded", "Failed", "EarlyStopped", "Stopped"}
+
+
 def test_median_stop_rule():
     rule = MedianStop(min_trials=2, start_step=1)
     good = [[(1, 0.85), (2, 0.90)], [(1, 0.88), (2, 0.91)]]
@@ -136,11 +157,11 @@ def test_tfjob_sweep_every_replica_gets_its_trial_and_a_failure_is_contained(bac
     result = sweep.run()
 
     statuses = {t.name[-2:]: t.status for t in result.trials}
-    assert statuses == {"00": SUCCEEDED, "01": FAILED, "02": SUCCEEDED, "03": SUCCEEDED}, result.table()
+    assert statuses == {"00": "Succeeded", "01": "Failed", "02": "Succeeded", "03": "Succeeded"}, result.table()
     failed = result.trials[1]
     assert "failed" in failed.message and "no-mnist-here" in failed.logs, failed.logs
     for trial in result.trials:
-        if trial.status != SUCCEEDED:
+        if trial.status != TrialStatus.SUCCEEDED:
             continue
         # Its own exported model, and a full curve read from its own event files.
         # (as pods name it: on the volume, which is `outputs` on the local backend)
@@ -155,7 +176,7 @@ def test_tfjob_sweep_every_replica_gets_its_trial_and_a_failure_is_contained(bac
             assert f"[worker {worker}] Training MLP with {layers} hidden layer" in text, text[-1500:]
             assert f"learning rate {lr:g}," in text
     assert len({t.export_path for t in result.trials if t.export_path}) == 3
-    assert result.best().status == SUCCEEDED
+    assert result.best().status == TrialStatus.SUCCEEDED
 
     # Saved as it went, and reloadable.
     again = load_sweep(result.path)
@@ -178,7 +199,7 @@ def early_stopping_sweep(backend):
 def test_median_stop_stops_the_diverging_trial(early_stopping_sweep, outputs):
     result = early_stopping_sweep
     good, better, bad = result.trials
-    assert (good.status, better.status, bad.status) == (SUCCEEDED, SUCCEEDED, EARLY_STOPPED), result.table()
+    assert (good.status, better.status, bad.status) == ("Succeeded", "Succeeded", "EarlyStopped"), result.table()
     assert bad.epochs_done < 3 and bad.best_accuracy < 0.5
     assert "below the median" in bad.message
     assert not (outputs / bad.name / "export").exists() or not any((outputs / bad.name / "export").rglob("*.pb"))
@@ -195,7 +216,7 @@ def test_promote_best_model_and_serve_it(early_stopping_sweep, outputs):
 
     result = early_stopping_sweep
     best = result.best()
-    assert best.val_accuracy == max(t.val_accuracy for t in result.trials if t.status == SUCCEEDED)
+    assert best.val_accuracy == max(t.val_accuracy for t in result.trials if t.status == TrialStatus.SUCCEEDED)
     with pytest.raises(SweepError, match="EarlyStopped"):
         promote(result.trials[2])
 
@@ -225,20 +246,20 @@ def test_stop_stops_and_cleans_up_every_trial(backend):
                   trials=[{"learning_rate": 0.001}, {"learning_rate": 0.002}, {"learning_rate": 0.003}],
                   poll_interval=0.3).start()
     deadline = time.monotonic() + 120
-    while sum(t.status == RUNNING for t in sweep.trials) < 2 or len(backend.processes()) < 2:
+    while sum(t.status == TrialStatus.RUNNING for t in sweep.trials) < 2 or len(backend.processes()) < 2:
         assert time.monotonic() < deadline, sweep.result().table()
         time.sleep(0.2)
     pids = backend.processes()
     result = sweep.stop()
     assert not sweep.running
-    assert [t.status for t in result.trials] == [STOPPED, STOPPED, STOPPED]
+    assert [t.status for t in result.trials] == [TrialStatus.STOPPED] * 3
     assert "never started" in result.trials[2].message
     assert not [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
     assert backend.processes() == []
     for trial in result.trials[:2]:
         with pytest.raises(cluster.NotFoundError):
             backend.get_job(trial.name)
-    assert json.loads(Path(result.path).read_text())["trials"][0]["status"] == STOPPED
+    assert json.loads(Path(result.path).read_text())["trials"][0]["status"] == TrialStatus.STOPPED
 
 
 def test_katib_equivalent_is_the_library_manifest():
@@ -255,7 +276,7 @@ def test_katib_equivalent_is_the_library_manifest():
 
 
 def test_trial_round_trips_through_json():
-    trial = Trial("s-0000-00", {"learning_rate": 0.001, "hidden_layers": 2}, status=SUCCEEDED,
+    trial = Trial("s-0000-00", {"learning_rate": 0.001, "hidden_layers": 2}, status=TrialStatus.SUCCEEDED,
                   curve=[(1, 0.5), (2, 0.75)])
     again = Trial.from_dict(json.loads(json.dumps(trial.to_dict())))
-    assert again == trial and again.label == "lr 0.001, 2 layers" and again.status != PENDING
+    assert again == trial and again.label == "lr 0.001, 2 layers" and again.status != TrialStatus.PENDING

@@ -8,7 +8,7 @@ import psutil
 import pytest
 
 from mnist_lib.cluster.local import LocalBackend
-from mnist_lib.sweep import SUCCEEDED
+from mnist_lib.sweep import TrialStatus
 from mnist_lib.widgets import LIVE_PLOT_CLASS, SweepWidget
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -51,7 +51,7 @@ def test_sliders_launch_a_sweep_and_the_plot_follows_it(backend):
         time.sleep(0.2)
     result = widget.wait(timeout=300)
 
-    assert [t.status for t in result.trials] == [SUCCEEDED, SUCCEEDED], result.table()
+    assert [t.status for t in result.trials] == [TrialStatus.SUCCEEDED] * 2, result.table()
     assert widget.live.redraws >= 3  # empty, then at least one epoch, then the end
     plot = bytes(widget.live.image.value)  # ipywidgets keeps it as a memoryview
     assert plot.startswith(PNG) and plot != empty_plot
@@ -77,7 +77,7 @@ def test_an_upside_down_range_is_explained_and_nothing_runs(backend):
     widget.search.value = "random"
     widget.max_trials.value = 2
     sweep = widget.make_sweep()
-    assert len(sweep.trials) == 2 and sweep.search == "random"
+    assert len(sweep.trials) == 2 and sweep.spec.search == "random"
 
 
 @pytest.mark.slow
