@@ -20,7 +20,7 @@ from __future__ import annotations
 import base64
 import io
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import ipywidgets as widgets
 import numpy as np
@@ -28,12 +28,10 @@ from ipycanvas import Canvas
 from PIL import Image, ImageDraw
 
 from mnist_lib.images import ImageError, prepare_image
-from mnist_lib.predict import PredictError, Prediction
+from mnist_lib.predict import PredictError, Prediction, PredictionClient
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-    from mnist_lib.predict import PredictionClient
 
 # The pad: big enough to draw comfortably with a mouse. MNIST strokes are about
 # 2-3 pixels wide in a 20-pixel digit, so a 16-pixel pen on a ~150-pixel digit
@@ -65,7 +63,7 @@ class DigitAnswer:
 
     def figure(self) -> "Figure":
         """The prepared 28x28 image beside the ten probabilities (a closed Figure)."""
-        from mnist_lib.plots import plot_probabilities
+        from mnist_lib.plots import plot_probabilities  # (matplotlib: loaded when a figure is drawn)
 
         return plot_probabilities(self.image, self.prediction.probabilities,
                                   title=f"{self.source}: {self.digit}")
@@ -89,7 +87,7 @@ def render_strokes(strokes: Strokes, size: int = CANVAS_SIZE, width: int = STROK
     return np.asarray(image)
 
 
-def predict_drawing(client: "PredictionClient", drawing: Strokes | np.ndarray,
+def predict_drawing(client: PredictionClient, drawing: Strokes | np.ndarray,
                     source: str = "drawing") -> DigitAnswer:
     """Prepare a drawing like MNIST and ask the server which digit it is.
 
@@ -108,7 +106,7 @@ def predict_drawing(client: "PredictionClient", drawing: Strokes | np.ndarray,
     return DigitAnswer(image, client.predict(image)[0], source)
 
 
-def predict_upload(client: "PredictionClient", data: bytes | bytearray | memoryview,
+def predict_upload(client: PredictionClient, data: bytes | bytearray | memoryview,
                    name: str = "upload") -> DigitAnswer:
     """Prepare an uploaded image file (PNG, JPEG... as bytes) and ask the server which digit it is.
 
@@ -138,7 +136,7 @@ class DigitWidget(widgets.VBox):
     ask an older version.
     """
 
-    def __init__(self, client: "PredictionClient", auto_predict: bool = True) -> None:
+    def __init__(self, client: PredictionClient, auto_predict: bool = True) -> None:
         self.client = client
         self.auto_predict = auto_predict
         self.strokes: list[list[Point]] = []
@@ -213,7 +211,7 @@ class DigitWidget(widgets.VBox):
         if files:
             self.upload.value = ()  # forget it, so the same file can be uploaded again
 
-    def _show(self, ask: Any) -> DigitAnswer | None:
+    def _show(self, ask: Callable[[], DigitAnswer]) -> DigitAnswer | None:
         try:
             answer = ask()
         except (ImageError, PredictError) as error:

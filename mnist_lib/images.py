@@ -27,9 +27,9 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mnist_lib import paths
+from mnist_lib.constants import IMAGE_SIZE, NUM_CLASSES
 
-IMAGE_SIZE = 28  # MNIST's canvas
-DIGIT_BOX = 20  # MNIST's digits fit in a 20x20 box inside it
+DIGIT_BOX = 20  # MNIST's digits fit in a 20x20 box inside its 28x28 canvas
 # After stretching to 0..1, what counts as ink when finding the bounding box:
 # low enough to keep faint anti-aliased edges, high enough to ignore paper texture.
 INK_THRESHOLD = 0.2
@@ -173,5 +173,5 @@ def load_digit(digit: int) -> np.ndarray:
 
 def load_digits() -> tuple[np.ndarray, np.ndarray]:
     """The ten example digits: ``(images float32 [10, 28, 28] in 0..1, labels int64 [10])``."""
-    labels = np.arange(10, dtype=np.int64)
+    labels = np.arange(NUM_CLASSES, dtype=np.int64)
     return np.stack([load_digit(d) for d in labels]), labels

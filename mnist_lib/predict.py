@@ -26,12 +26,17 @@ import importlib
 import importlib.util
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import grpc
 import numpy as np
+
+from mnist_lib.constants import (GRPC_PORT, IMAGE_SIZE, INPUT_NAME, MODEL_NAME, NUM_CLASSES, OUTPUT_CLASSES,
+                                 OUTPUT_PROBABILITIES, REST_PORT, SIGNATURE_NAME)
+from mnist_lib.images import ImageError, prepare_image
+from mnist_lib.waiting import wait_until
 
 
 def _import_serving_protos() -> dict[str, Any]:
@@ -78,23 +83,21 @@ prediction_service_pb2_grpc = _protos["prediction_service_pb2_grpc"]
 model_service_pb2_grpc = _protos["model_service_pb2_grpc"]
 
 DEFAULT_HOST = "localhost"
-DEFAULT_PORT = 8500  # TF Serving's gRPC port (REST is 8501)
-DEFAULT_MODEL = "mnist"
-SIGNATURE_NAME = "serving_default"
-INPUT_NAME = "images"
-OUTPUT_PROBABILITIES = "probabilities"
-OUTPUT_CLASSES = "classes"
-IMAGE_SIZE = 28
 # What this client sends and reads. (dtype name, shape with -1 = any size)
 EXPECTED_INPUTS = {INPUT_NAME: ("float32", [-1, IMAGE_SIZE, IMAGE_SIZE])}
-EXPECTED_OUTPUTS = {OUTPUT_PROBABILITIES: ("float32", [-1, 10]), OUTPUT_CLASSES: ("int64", [-1])}
+EXPECTED_OUTPUTS = {OUTPUT_PROBABILITIES: ("float32", [-1, NUM_CLASSES]), OUTPUT_CLASSES: ("int64", [-1])}
 # gRPC refuses messages over 4 MB by default, i.e. batches over ~1,300 images.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-START_SERVER_HINT = ("start one with: python -m mnist_lib.serve --port {port} --rest_api_port 8501 "
-                     "--model_name {model} --model_base_path outputs/export/{model}")
+
+
+def start_server_hint(port: int, model: str) -> str:
+    """The command that starts the course's stand-in server where this client looks for one."""
+    return (f"start one with: python -m mnist_lib.serve --port {port} --rest_api_port {REST_PORT} "
+            f"--model_name {model} --model_base_path outputs/export/{model}")
 
 
 # ## Tensors: numpy <-> TensorProto, as tf.make_tensor_proto / tf.make_ndarray do
+# (The stand-in server, mnist_lib.serving, converts with these too: one table of types for both ends.)
 
 # DataType enum -> (numpy dtype, the repeated field that holds values of that type)
 _NUMPY_TYPES: dict[int, tuple[np.dtype, str]] = {
@@ -122,20 +125,39 @@ def dtype_name(enum_value: int) -> str:
         return f"DataType({enum_value})"
 
 
-def make_tensor_proto(array: Any) -> Any:
+def numpy_dtype(enum_value: int) -> np.dtype:
+    """``DT_FLOAT`` -> ``dtype('float32')``, in native byte order; ValueError for a type not listed here."""
+    if enum_value not in _NUMPY_TYPES:
+        raise ValueError(f"unsupported dtype {dtype_name(enum_value)}")
+    return _NUMPY_TYPES[enum_value][0].newbyteorder("=")
+
+
+def shape_of(tensor_shape: Any) -> list[int] | None:
+    """A ``TensorShapeProto`` as a list, ``[-1, 28, 28]`` (-1: any size), or None if its rank is unknown."""
+    return None if tensor_shape.unknown_rank else [dim.size for dim in tensor_shape.dim]
+
+
+def make_tensor_proto(array: Any, *, typed_values: bool = False) -> Any:
     """A ``tensorflow.TensorProto`` holding ``array``, like ``tf.make_tensor_proto``.
 
     The values go into ``tensor_content`` as raw little-endian bytes: the
-    compact encoding TF Serving reads fastest.
+    compact encoding TF Serving reads fastest. ``typed_values=True`` puts them
+    in the repeated field of their type instead (``float_val``, ``int64_val``,
+    ...), as TF Serving answers (its ``AsProtoField``), which is why old clients
+    read ``result.outputs["scores"].float_val``.
     """
     array = np.asarray(array)
     enum = _PROTO_TYPES.get(array.dtype.newbyteorder("="))
     if enum is None:
         raise TypeError(f"cannot send numpy dtype {array.dtype}: use one of "
                         f"{sorted(t.name for t, _ in _NUMPY_TYPES.values())}")
+    np_type, field_name = _NUMPY_TYPES[enum]
     proto = tensor_pb2.TensorProto(dtype=enum)
     proto.tensor_shape.dim.extend(proto.tensor_shape.Dim(size=n) for n in array.shape)
-    proto.tensor_content = np.ascontiguousarray(array, dtype=_NUMPY_TYPES[enum][0]).tobytes()
+    if typed_values:
+        getattr(proto, field_name).extend(array.ravel().tolist())
+    else:
+        proto.tensor_content = np.ascontiguousarray(array, dtype=np_type).tobytes()
     return proto
 
 
@@ -148,9 +170,9 @@ def make_ndarray(proto: Any) -> np.ndarray:
     if proto.dtype not in _NUMPY_TYPES:
         raise ValueError(f"unsupported dtype {dtype_name(proto.dtype)}")
     np_type, field_name = _NUMPY_TYPES[proto.dtype]
-    if proto.tensor_shape.unknown_rank:
+    shape = shape_of(proto.tensor_shape)
+    if shape is None:
         raise ValueError("the tensor's shape has unknown rank")
-    shape = [dim.size for dim in proto.tensor_shape.dim]
     if any(n < 0 for n in shape):
         raise ValueError(f"shape {shape} has a negative dimension")
     count = 1
@@ -204,8 +226,8 @@ class Prediction:
     model_version: int | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON the command line prints: ``{"digit": N, "probabilities": [...]}``."""
-        return {"digit": self.digit, "probabilities": self.probabilities}
+        """What ``--json`` prints, every field but the version: ``{"digit": N, "probabilities": [...]}``."""
+        return {name: value for name, value in asdict(self).items() if name != "model_version"}
 
 
 # ## The client
@@ -221,8 +243,8 @@ class PredictionClient:
     complaint about tensor names.
     """
 
-    def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-                 model: str = DEFAULT_MODEL, version: int | None = None,
+    def __init__(self, host: str = DEFAULT_HOST, port: int = GRPC_PORT,
+                 model: str = MODEL_NAME, version: int | None = None,
                  signature_name: str = SIGNATURE_NAME, timeout: float = 10.0) -> None:
         self.host, self.port, self.model = host, int(port), model
         self.version = None if version is None else int(version)
@@ -268,7 +290,7 @@ class PredictionClient:
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
             return ServerUnavailableError(
                 f"no model server answered at {self.target} ({code.name}: {details}). Is it running? "
-                + START_SERVER_HINT.format(port=self.port, model=self.model))
+                + start_server_hint(self.port, self.model))
         if code == grpc.StatusCode.NOT_FOUND:
             which = "its latest version" if self.version is None else f"version {self.version}"
             return ModelNotFoundError(
@@ -301,21 +323,22 @@ class PredictionClient:
         (TF Serving: every ``--file_system_poll_wait_seconds``), then loads it.
         Raises :class:`PredictError` after ``timeout`` seconds.
         """
-        import time
+        status: list[dict[str, Any]] = []  # the last answer, for the error
 
-        deadline = time.monotonic() + timeout
-        while True:
+        def available() -> list[dict[str, Any]] | None:
+            nonlocal status
             try:
                 status = self.status()
             except ModelNotFoundError:  # no version loaded yet
                 status = []
-            if any(s["version"] == version and s["state"] == "AVAILABLE" for s in status):
-                return status
-            if time.monotonic() > deadline:
-                raise PredictError(f"version {version} of {self.model!r} is not AVAILABLE at {self.target} "
-                                   f"after {timeout:g} s (status: {status}); is it in the server's "
-                                   "--model_base_path, and does the server serve more than the latest?")
-            time.sleep(0.25)
+            served = any(s["version"] == version and s["state"] == "AVAILABLE" for s in status)
+            return status if served else None
+
+        return wait_until(available, timeout, interval=0.25,
+                          on_timeout=lambda: PredictError(
+                              f"version {version} of {self.model!r} is not AVAILABLE at {self.target} "
+                              f"after {timeout:g} s (status: {status}); is it in the server's "
+                              "--model_base_path, and does the server serve more than the latest?"))
 
     def metadata(self) -> dict[str, Any]:
         """``GetModelMetadata``: the served version and each signature's inputs and outputs.
@@ -330,9 +353,7 @@ class PredictionClient:
         response.metadata["signature_def"].Unpack(signature_map)
 
         def describe(tensors: Any) -> dict[str, tuple[str, list[int] | None]]:
-            return {name: (dtype_name(info.dtype),
-                           None if info.tensor_shape.unknown_rank
-                           else [d.size for d in info.tensor_shape.dim])
+            return {name: (dtype_name(info.dtype), shape_of(info.tensor_shape))
                     for name, info in sorted(tensors.items())}
 
         return {
@@ -417,14 +438,10 @@ class PredictionClient:
         Prepared by :func:`mnist_lib.images.prepare_image` (greyscale, inverted
         if dark-on-light, cropped, fitted into 20x20, centred by mass in 28x28).
         """
-        from mnist_lib.images import prepare_image
-
         return self.predict(prepare_image(image))[0]
 
     def predict_files(self, paths: Sequence[str | Path]) -> list[Prediction]:
         """Prepare each image file and predict them all as one batch (order kept)."""
-        from mnist_lib.images import prepare_image
-
         return self.predict(np.stack([prepare_image(path) for path in paths]))
 
 
@@ -438,8 +455,9 @@ def as_batch(images: Any) -> np.ndarray:
     if batch.ndim == 2:
         batch = batch[np.newaxis]
     if batch.ndim != 3 or batch.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
+        size = f"{IMAGE_SIZE}, {IMAGE_SIZE}"
         raise InvalidInputError(
-            f"expected one image [28, 28] or a batch [n, 28, 28], got shape {list(batch.shape)}; "
+            f"expected one image [{size}] or a batch [n, {size}], got shape {list(batch.shape)}; "
             "for pictures of other sizes use predict_image() / mnist_lib.images.prepare_image()")
     if len(batch) == 0:
         raise InvalidInputError("the batch is empty: pass at least one image")
@@ -459,9 +477,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m mnist_lib.predict",
         description="Ask a TF Serving model server which digit is in each image.")
     parser.add_argument("--host", default=DEFAULT_HOST, help="server host (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT,
+    parser.add_argument("--port", type=int, default=GRPC_PORT,
                         help="server gRPC port (default: %(default)s)")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="model name (default: %(default)s)")
+    parser.add_argument("--model", default=MODEL_NAME, help="model name (default: %(default)s)")
     parser.add_argument("--version", type=int, default=None,
                         help="model version (default: the latest the server has)")
     parser.add_argument("--image", action="extend", nargs="+", required=True, metavar="PATH",
@@ -474,8 +492,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Predict the images and print the answers. Exit 0 on success, 2 bad input, 1 server error."""
-    from mnist_lib.images import ImageError, prepare_image
-
     args = _parser().parse_args(argv)
     try:
         batch = np.stack([prepare_image(path) for path in args.image])

@@ -24,15 +24,10 @@ import json
 import shutil
 import tempfile
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, Iterable, TypeAlias
+from typing import Any, Iterable
 
-from mnist_lib import cluster, paths
+from mnist_lib import cluster, paths  # (a module import: cluster's backends import this module)
 from mnist_lib.constants import MODEL_NAME, OUTPUT_MOUNT
-
-if TYPE_CHECKING:  # (the backends import this module)
-    from mnist_lib.cluster.base import Backend
-
-BackendChoice: TypeAlias = "Backend | str | None"  # a backend, a backend's name, or None for get_backend()'s choice
 
 CHECKPOINTS, LOGS, EXPORT = "checkpoints", "logs", "export"
 HISTORY_FILE, RESULT_FILE = "history.json", "result.json"
@@ -65,7 +60,7 @@ def serving_base(model_name: str = MODEL_NAME) -> str:
 def version_numbers(base: Path | str) -> list[int]:
     """The numbered version folders of a model base on this machine, sorted: ``[1, 2]``."""
     base = Path(base)
-    return sorted(int(p.name) for p in base.iterdir() if p.name.isdigit() and p.is_dir()) if base.is_dir() else []
+    return sorted(int(p.name) for p in base.iterdir() if p.name.isdecimal() and p.is_dir()) if base.is_dir() else []
 
 
 def latest_version(base: Path | str) -> Path | None:
@@ -92,75 +87,96 @@ def load_result(model_dir: Path | str) -> dict[str, Any] | None:
 
 # -- through a backend -----------------------------------------------------------------
 
-def _backend(backend: BackendChoice) -> Backend:
-    """A backend, its name, or None for :func:`mnist_lib.cluster.get_backend`'s choice."""
-    return cluster.get_backend(backend) if backend is None or isinstance(backend, str) else backend
 
-
-def pull(*volume_paths: str, backend: BackendChoice = None) -> list[Path]:
+def pull(*volume_paths: str, backend: cluster.BackendChoice = None) -> list[Path]:
     """Bring these ``/outputs/...`` paths here, in one transfer; those missing on the volume are left out."""
-    return _backend(backend).pull(*volume_paths, missing_ok=True)
+    return cluster.backend_for(backend).pull(*volume_paths, missing_ok=True)
 
 
-def read_result(model_dir: Path | str, backend: BackendChoice = None) -> dict[str, Any] | None:
+def read_result(model_dir: Path | str, backend: cluster.BackendChoice = None) -> dict[str, Any] | None:
     """A finished run's ``result.json`` (``model_dir`` as a pod or this machine names it), or None."""
     local = pull(f"{paths.on_volume(model_dir)}/{RESULT_FILE}", backend=backend)
     return load_json(local[0]) if local else None  # (the pulled file itself, not its folder)
 
 
-def read_history(model_dir: Path | str, backend: BackendChoice = None) -> list[dict[str, float]]:
+def read_history(model_dir: Path | str, backend: cluster.BackendChoice = None) -> list[dict[str, float]]:
     """The epochs a run has finished so far (``history.json``); ``[]`` before the first one."""
     local = pull(f"{paths.on_volume(model_dir)}/{HISTORY_FILE}", backend=backend)
     return (load_json(local[0]) or []) if local else []
 
 
-def result(run: str, backend: BackendChoice = None) -> dict[str, Any] | None:
+def result(run: str, backend: cluster.BackendChoice = None) -> dict[str, Any] | None:
     """``result.json`` of run ``run``, or None if it has not finished."""
     return read_result(on_volume(run, CHECKPOINTS), backend)
 
 
-def finished(run: str, backend: BackendChoice = None) -> bool:
+def finished(run: str, backend: cluster.BackendChoice = None) -> bool:
     """Has ``run`` written its ``result.json``?"""
     return result(run, backend) is not None
 
 
-def scalars(run: str, backend: BackendChoice = None) -> dict[str, list[tuple[int, float]]]:
+def scalars(run: str, backend: cluster.BackendChoice = None) -> dict[str, list[tuple[int, float]]]:
     """``{"validation/epoch_accuracy": [(epoch, value), ...], ...}`` from run ``run``'s event files."""
     return scalars_of([run], backend)[run]
 
 
-def scalars_of(runs: Iterable[str], backend: BackendChoice = None) -> dict[str, dict[str, list[tuple[int, float]]]]:
+def scalars_of(runs: Iterable[str], backend: cluster.BackendChoice = None) -> dict[str, dict[str, list[tuple[int, float]]]]:
     """:func:`scalars` of several runs, brought over in one transfer (a sweep's live plot)."""
-    from mnist_lib.tensorboard import read_scalars  # (tensorboard imports this module)
-
     runs = list(runs)
     pull(*(on_volume(run, LOGS) for run in runs), backend=backend)
     return {run: read_scalars(run_dir(run) / LOGS) for run in runs}
 
 
-def local_copy(volume_path: str, backend: BackendChoice = None) -> Path:
+def read_scalars(log_dir: Path | str) -> dict[str, list[tuple[int, float]]]:
+    """All scalars under a log folder of this machine: ``{"validation/epoch_accuracy": [(step, value), ...]}``.
+
+    Keys are ``<subfolder>/<tag>`` (``train/...``, ``validation/...``), steps are
+    epochs (1, 2, ...). Safe to call while the run is still writing: it reads what
+    is on disk now. A folder with no events yet gives ``{}``.
+    """
+    # Imported here: they load TensorFlow (seconds), which nothing else in this module needs.
+    from tensorboard.backend.event_processing.event_accumulator import TENSORS, EventAccumulator
+    from tensorflow import make_ndarray
+
+    log_dir = Path(log_dir)
+    scalars: dict[str, list[tuple[int, float]]] = {}
+    if not log_dir.is_dir():
+        return scalars
+    for events_dir in sorted({p.parent for p in log_dir.rglob("events.out.tfevents.*")}):
+        events = EventAccumulator(str(events_dir), size_guidance={TENSORS: 0})
+        events.Reload()
+        prefix = events_dir.relative_to(log_dir).as_posix()
+        for tag in events.Tags().get("tensors", []):
+            points = {e.step: float(make_ndarray(e.tensor_proto)) for e in events.Tensors(tag)}
+            # A resumed run may write an epoch twice: keep the latest value per step.
+            key = f"{prefix}/{tag}" if prefix != "." else tag
+            scalars[key] = sorted(points.items())
+    return scalars
+
+
+def local_copy(volume_path: str, backend: cluster.BackendChoice = None) -> Path:
     """This machine's copy of a file or folder on the volume, brought up to date (NotFoundError if none)."""
-    return _backend(backend).pull(volume_path)[0]
+    return cluster.backend_for(backend).pull(volume_path)[0]
 
 
-def versions(base: str, backend: BackendChoice = None) -> list[int]:
+def versions(base: str, backend: cluster.BackendChoice = None) -> list[int]:
     """The version numbers under a model base on the volume, e.g. ``versions(serving_base())``."""
     local = pull(base, backend=backend)
     return version_numbers(local[0]) if local else []
 
 
-def latest_export(run: str, model_name: str = MODEL_NAME, backend: BackendChoice = None) -> str | None:
+def latest_export(run: str, model_name: str = MODEL_NAME, backend: cluster.BackendChoice = None) -> str | None:
     """``/outputs/<run>/export/<model>/<n>`` of the newest version a run exported, or None."""
     numbers = versions(on_volume(run, EXPORT, model_name), backend)
     return on_volume(run, EXPORT, model_name, str(numbers[-1])) if numbers else None
 
 
-def clear(run: str, backend: BackendChoice = None) -> None:
+def clear(run: str, backend: cluster.BackendChoice = None) -> None:
     """Delete everything run ``run`` wrote, on the volume and here: the next run starts from scratch."""
-    _backend(backend).remove_outputs([on_volume(run)])  # (this machine's copy goes with it)
+    cluster.backend_for(backend).remove_outputs([on_volume(run)])  # (this machine's copy goes with it)
 
 
-def publish(run: str, backend: BackendChoice = None) -> bool:
+def publish(run: str, backend: cluster.BackendChoice = None) -> bool:
     """Put a run trained in this notebook (chapter 01) on the volume, if the volume lacks it.
 
     A run trained in this kernel lives in this machine's output folder; on a cluster
@@ -168,7 +184,7 @@ def publish(run: str, backend: BackendChoice = None) -> bool:
     copied: the logs, the export, ``history.json`` and, last, ``result.json`` (the mark
     of a finished run); the TensorFlow checkpoints stay here. True if copied.
     """
-    backend = _backend(backend)
+    backend = cluster.backend_for(backend)
     local = run_dir(run)
     if not (local / CHECKPOINTS / RESULT_FILE).is_file() or finished(run, backend):
         return False
@@ -183,7 +199,7 @@ def publish(run: str, backend: BackendChoice = None) -> bool:
     return True
 
 
-def put_version(source: Path | str, base: str, version: int | None = None, backend: BackendChoice = None) -> str:
+def put_version(source: Path | str, base: str, version: int | None = None, backend: cluster.BackendChoice = None) -> str:
     """Copy a SavedModel to the model base ``base`` on the volume; return its version folder there.
 
     ``source``: a folder of this machine, or a folder on the volume (``/outputs/...``,
@@ -192,7 +208,7 @@ def put_version(source: Path | str, base: str, version: int | None = None, backe
     Either way it is staged and renamed into place, so a server watching ``base``
     never loads half a model.
     """
-    backend = _backend(backend)
+    backend = cluster.backend_for(backend)
     on_the_volume = PurePosixPath(str(source)).is_relative_to(OUTPUT_MOUNT) and \
         not Path(source).resolve().is_relative_to(paths.output_dir().resolve())
     if on_the_volume:

@@ -29,19 +29,23 @@ import signal
 import sys
 import threading
 
-from mnist_lib import predict
+from mnist_lib import serving_config
+from mnist_lib.checks import check_int
+from mnist_lib.constants import GRPC_PORT, MODEL_NAME
+
+MAX_PORT = 65535
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m mnist_lib.serve",
         description="Serve SavedModel versions over TF Serving's gRPC and REST APIs.")
-    parser.add_argument("--port", type=int, default=predict.DEFAULT_PORT,
+    parser.add_argument("--port", type=int, default=GRPC_PORT,
                         help="gRPC port (default: %(default)s)")
     parser.add_argument("--rest_api_port", type=int, default=0,
                         help="REST port; 0 turns REST off, as in TF Serving (default: %(default)s)")
     parser.add_argument("--model_name", default=None,
-                        help=f"name clients ask for (default: {predict.DEFAULT_MODEL}; "
+                        help=f"name clients ask for (default: {MODEL_NAME}; "
                              "ignored with --model_config_file)")
     parser.add_argument("--model_base_path", default=None,
                         help="folder holding the version folders 1/, 2/, ... (e.g. outputs/export/mnist); "
@@ -52,15 +56,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--model_config_file_poll_wait_seconds", type=float, default=0.0,
                         help="re-read --model_config_file every N seconds; 0 reads it once "
                              "(default: %(default)s)")
-    parser.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0,
+    parser.add_argument("--file_system_poll_wait_seconds", type=float,
+                        default=serving_config.DEFAULT_POLL_SECONDS,
                         help="how often to look for new versions (default: %(default)s)")
-    parser.add_argument("--host", default="127.0.0.1",
+    parser.add_argument("--host", default=serving_config.DEFAULT_LISTEN_HOST,
                         help="address to listen on (default: %(default)s; 0.0.0.0 in a container)")
     parser.add_argument("--version_policy", choices=("all", "latest"), default=None,
                         help="the stand-in's shortcut for a config file's model_version_policy "
                              "(not a TF Serving flag: tensorflow_model_server needs "
                              "--model_config_file for this); default: latest, as TF Serving")
-    parser.add_argument("--max_batch_size", type=int, default=1024,
+    parser.add_argument("--max_batch_size", type=int, default=serving_config.DEFAULT_MAX_BATCH_SIZE,
                         help="largest batch one request may send (default: %(default)s)")
     return parser
 
@@ -69,8 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     """Serve until interrupted."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    if not 0 <= args.port < 65536 or not 0 <= args.rest_api_port < 65536:
-        print("error: ports must be between 0 and 65535", file=sys.stderr)
+    try:
+        check_int("--port", args.port, 0, MAX_PORT, "0: any free port")
+        check_int("--rest_api_port", args.rest_api_port, 0, MAX_PORT, "0: REST off")
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
     if args.max_batch_size < 1 or args.file_system_poll_wait_seconds <= 0:
         print("error: --max_batch_size and --file_system_poll_wait_seconds must be positive",
@@ -80,11 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --model_config_file_poll_wait_seconds must be 0 or more", file=sys.stderr)
         return 2
     if args.model_config_file:
-        from mnist_lib.serving_config import ModelConfigError, read_model_config_file  # no TensorFlow
-
-        try:
-            read_model_config_file(args.model_config_file)  # a mistake is reported before the long import
-        except ModelConfigError as error:
+        try:  # a mistake is reported before the long import of TensorFlow
+            serving_config.read_model_config_file(args.model_config_file)
+        except serving_config.ModelConfigError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
         if args.version_policy:
@@ -99,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                   "model_config_file_poll_wait_seconds": args.model_config_file_poll_wait_seconds}
     elif args.model_base_path:
         source = {"model_base_path": args.model_base_path,
-                  "model_name": args.model_name or predict.DEFAULT_MODEL,
+                  "model_name": args.model_name or MODEL_NAME,
                   "version_policy": args.version_policy or "latest"}
     else:
         print("error: give --model_base_path (the folder holding the version folders 1/, 2/, ...; the "

@@ -44,7 +44,7 @@ from concurrent import futures
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 import numpy as np
@@ -61,17 +61,17 @@ from tensorflow_serving.apis import (
 )
 
 from mnist_lib import serving_config
-from mnist_lib.predict import MAX_MESSAGE_BYTES, dtype_name, make_ndarray
-from mnist_lib.serving_config import ModelConfigError, VersionPolicy
-
-if TYPE_CHECKING:
-    from mnist_lib.predict import PredictionClient
+from mnist_lib.constants import MODEL_NAME, SIGNATURE_NAME
+from mnist_lib.predict import (MAX_MESSAGE_BYTES, PredictionClient, dtype_name, make_ndarray,
+                               make_tensor_proto, numpy_dtype, shape_of)
+from mnist_lib.runs import version_numbers
+from mnist_lib.serving_config import (DEFAULT_LISTEN_HOST, DEFAULT_MAX_BATCH_SIZE, DEFAULT_POLL_SECONDS,
+                                      ModelConfigError, VersionPolicy)
+from mnist_lib.waiting import wait_until
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SIGNATURE = "serving_default"  # TF Serving's kDefaultServingSignatureDefKey
-DEFAULT_MAX_BATCH_SIZE = 1024
-DEFAULT_POLL_SECONDS = 1.0  # TF Serving's --file_system_poll_wait_seconds default
+SAVED_MODEL_FILE = "saved_model.pb"  # what makes a version folder loadable
 
 
 class ServingError(Exception):
@@ -96,7 +96,7 @@ class _TensorInfo:
 
     @property
     def numpy_dtype(self) -> np.dtype:
-        return np.dtype(tf.dtypes.as_dtype(self.dtype).as_numpy_dtype)
+        return numpy_dtype(self.dtype)
 
     def describe(self) -> str:
         return f"{dtype_name(self.dtype)} {self.shape if self.shape is not None else '[any shape]'}"
@@ -119,7 +119,7 @@ class Servable:
         # The SignatureDefs exactly as written, which is what TF Serving's
         # GetModelMetadata returns (including __saved_model_init_op).
         saved_model = saved_model_pb2.SavedModel()
-        saved_model.ParseFromString((path / "saved_model.pb").read_bytes())
+        saved_model.ParseFromString((path / SAVED_MODEL_FILE).read_bytes())
         self.signature_defs = saved_model.meta_graphs[0].signature_def
         self.signatures: dict[str, _Signature] = {}
         for name, function in self.loaded.signatures.items():
@@ -130,7 +130,7 @@ class Servable:
                 {k: _tensor_info(v) for k, v in definition.outputs.items()})
 
     def signature(self, name: str) -> _Signature:
-        name = name or DEFAULT_SIGNATURE
+        name = name or SIGNATURE_NAME
         if name not in self.signatures:
             raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
                                f'Serving signature key "{name}" not found. '
@@ -139,25 +139,20 @@ class Servable:
 
 
 def _tensor_info(info: Any) -> _TensorInfo:
-    shape = None if info.tensor_shape.unknown_rank else [d.size for d in info.tensor_shape.dim]
-    return _TensorInfo(info.dtype, shape)
+    return _TensorInfo(info.dtype, shape_of(info.tensor_shape))
 
 
 def _version_folders(base: Path) -> dict[int, Path]:
-    """Version folders ready to load: integer names holding a saved_model.pb.
+    """Version folders ready to load: the numbered folders that hold a saved_model.pb.
 
     Other names (such as the exporter's ``.3-tmpXYZ`` staging folder) are
     skipped, as TF Serving skips them.
     """
-    found = {}
     try:
-        children = list(base.iterdir())
-    except OSError:
-        return found
-    for child in children:
-        if child.name.isdigit() and (child / "saved_model.pb").is_file():
-            found[int(child.name)] = child
-    return found
+        folders = {version: base / str(version) for version in version_numbers(base)}
+    except OSError:  # unreadable, or removed while we looked: no versions this time
+        return {}
+    return {version: path for version, path in folders.items() if (path / SAVED_MODEL_FILE).is_file()}
 
 
 # ## The server's model logic, shared by gRPC and REST
@@ -206,7 +201,7 @@ class _ModelCore:
             for version in wanted:  # newest first: it is the one clients want
                 if version in servables:
                     continue
-                mtime = (found[version] / "saved_model.pb").stat().st_mtime
+                mtime = (found[version] / SAVED_MODEL_FILE).stat().st_mtime
                 if failed.get(version, (None,))[0] == mtime:
                     continue  # already failed on these very files; retry when they change
                 try:
@@ -330,9 +325,9 @@ class _ModelCore:
         response = predict_pb2.PredictResponse()
         response.model_spec.name = spec.name
         response.model_spec.version.value = servable.version
-        response.model_spec.signature_name = spec.signature_name or DEFAULT_SIGNATURE
-        for alias, array in outputs.items():
-            _fill_tensor_proto(response.outputs[alias], array)
+        response.model_spec.signature_name = spec.signature_name or SIGNATURE_NAME
+        for alias, array in outputs.items():  # in float_val, int64_val, ..., as TF Serving answers
+            response.outputs[alias].CopyFrom(make_tensor_proto(array, typed_values=True))
         return response
 
     # ### Metadata and status
@@ -387,26 +382,6 @@ class _ModelCore:
                 status.status.error_code = grpc.StatusCode.UNKNOWN.value[0]
                 status.status.error_message = error
         return response
-
-
-_VALUE_FIELDS = {np.dtype(np.float32): "float_val", np.dtype(np.float64): "double_val",
-                 np.dtype(np.int32): "int_val", np.dtype(np.int64): "int64_val",
-                 np.dtype(np.bool_): "bool_val"}
-
-
-def _fill_tensor_proto(proto: Any, array: np.ndarray) -> None:
-    """Write ``array`` into ``proto`` as TF Serving answers: in the typed repeated field.
-
-    (``float_val``, ``int64_val``, ... : TF Serving's ``AsProtoField``, which is
-    why old clients read ``result.outputs["scores"].float_val``.)
-    """
-    proto.dtype = tf.as_dtype(array.dtype).as_datatype_enum
-    proto.tensor_shape.dim.extend(proto.tensor_shape.Dim(size=n) for n in array.shape)
-    field_name = _VALUE_FIELDS.get(array.dtype)
-    if field_name is None:  # other dtypes go as raw bytes, which every client reads too
-        proto.tensor_content = np.ascontiguousarray(array).tobytes()
-    else:
-        getattr(proto, field_name).extend(array.ravel().tolist())
 
 
 # ## gRPC: thin adapters from the generated servicers to the core
@@ -682,10 +657,10 @@ class ModelServer:
     Use it as a context manager, or call :meth:`start` and :meth:`stop`.
     """
 
-    def __init__(self, model_base_path: str | Path | None = None, model_name: str = "mnist", *,
+    def __init__(self, model_base_path: str | Path | None = None, model_name: str = MODEL_NAME, *,
                  version_policy: VersionPolicy = "latest", model_config_file: str | Path | None = None,
                  model_config_file_poll_wait_seconds: float = 0.0,
-                 port: int = 0, rest_api_port: int | None = 0, host: str = "127.0.0.1",
+                 port: int = 0, rest_api_port: int | None = 0, host: str = DEFAULT_LISTEN_HOST,
                  poll_interval: float = DEFAULT_POLL_SECONDS,
                  max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
                  value_range: tuple[float, float] | None = (0.0, 1.0),
@@ -697,7 +672,7 @@ class ModelServer:
             raise ValueError(f"model_config_file_poll_wait_seconds must be 0 (read the file once) or a "
                              f"positive number of seconds, got {wait}")
         if model_config_file is not None:
-            if model_base_path is not None or model_name != "mnist" or not (
+            if model_base_path is not None or model_name != MODEL_NAME or not (
                     isinstance(version_policy, str) and version_policy == "latest"):
                 raise ValueError("give either model_config_file (it names the model, its base_path "
                                  "and its model_version_policy) or model_base_path, model_name and "
@@ -762,10 +737,8 @@ class ModelServer:
             return None
         return f"http://{self.host}:{self.rest_port}/v1/models/{self.model_name}"
 
-    def client(self, version: int | None = None, **options: Any) -> "PredictionClient":
+    def client(self, version: int | None = None, **options: Any) -> PredictionClient:
         """A :class:`~mnist_lib.predict.PredictionClient` connected to this server over gRPC."""
-        from mnist_lib.predict import PredictionClient
-
         return PredictionClient(self.host, self.grpc_port, self.model_name, version, **options)
 
     def versions(self) -> list[int]:
@@ -782,7 +755,7 @@ class ModelServer:
             raise FileNotFoundError(
                 f"model_base_path {base} does not exist. It is the folder that contains the "
                 f"version folders (1/, 2/, ...), e.g. outputs/export/{self.model_name}.")
-        if (base / "saved_model.pb").is_file():
+        if (base / SAVED_MODEL_FILE).is_file():
             raise ValueError(
                 f"model_base_path {base} is itself a SavedModel: pass its parent, {base.parent}, "
                 "whose version folders (1/, 2/, ...) the server watches")
@@ -886,17 +859,18 @@ class ModelServer:
 
     def wait_for_version(self, version: int, timeout: float = 30.0) -> None:
         """Block until ``version`` is served (e.g. right after exporting it); TimeoutError if not."""
-        deadline = time.monotonic() + timeout
-        while version not in self._core.servables:
-            if time.monotonic() > deadline:
-                failed = self._core.failed.get(version)
-                reason = f": loading failed with {failed[1]}" if failed else ""
-                if not failed and version in _version_folders(self.model_base_path):
-                    reason = (f": the version policy serves {self.version_policy} (use "
-                              "version_policy='all', or a model config file that says so)")
-                raise TimeoutError(f"version {version} of {self.model_name} was not served within "
-                                   f"{timeout:g} s (serving {self.versions()}){reason}")
-            time.sleep(min(0.05, self.poll_interval))
+        wait_until(lambda: version in self._core.servables, timeout, interval=min(0.05, self.poll_interval),
+                   on_timeout=lambda: self._not_served(version, timeout))
+
+    def _not_served(self, version: int, timeout: float) -> TimeoutError:
+        """Why ``version`` is still not served: it failed to load, or the version policy leaves it out."""
+        failed = self._core.failed.get(version)
+        reason = f": loading failed with {failed[1]}" if failed else ""
+        if not failed and version in _version_folders(self.model_base_path):
+            reason = (f": the version policy serves {self.version_policy} (use "
+                      "version_policy='all', or a model config file that says so)")
+        return TimeoutError(f"version {version} of {self.model_name} was not served within "
+                            f"{timeout:g} s (serving {self.versions()}){reason}")
 
     def stop(self, grace: float = 1.0) -> None:
         """Stop answering (in-flight requests get ``grace`` seconds), free both ports, end threads."""

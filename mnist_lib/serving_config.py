@@ -22,6 +22,9 @@ no TensorFlow), :func:`to_text` writes it the way ``tensorflow_model_server`` re
 it, and :func:`read_model_config_file` / :func:`check_model_config` read one back
 for the course's stand-in server, :mod:`mnist_lib.serving`, with errors that say
 what to change. The stand-in serves one model; the real server can serve several.
+
+The stand-in's defaults are here too, so that its command line
+(:mod:`mnist_lib.serve`) shows them without importing TensorFlow.
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ ModelConfig = model_server_config_pb2.ModelConfig
 ServableVersionPolicy = file_system_storage_path_source_pb2.FileSystemStoragePathSourceConfig.ServableVersionPolicy
 
 PLATFORM = "tensorflow"  # TF Serving's kTensorFlowModelPlatform
+DEFAULT_POLL_SECONDS = 1.0  # TF Serving's --file_system_poll_wait_seconds default
+DEFAULT_MAX_BATCH_SIZE = 1024  # the largest batch one request may send to the stand-in
+DEFAULT_LISTEN_HOST = "127.0.0.1"  # unlike TF Serving, this machine only; 0.0.0.0 in a container
 # What a version policy can be given as: "latest", "all", a list of version numbers, or the proto.
 VersionPolicy = Union[str, Iterable[int], ServableVersionPolicy]
 

@@ -8,7 +8,7 @@ Three jobs, in the order the chapter needs them:
    backend the Deployment is a ``tensorboard`` process on this machine; on a cluster
    it is a pod. Either way you get a :class:`TensorBoardHandle` with a ``url`` that
    already answers, ``embed()`` for the notebook, and ``stop()``.
-2. **Read the numbers back.** :func:`read_scalars` reads the event files directly
+2. **Read the numbers back.** :func:`mnist_lib.runs.read_scalars` reads the event files directly
    into plain Python lists, so a figure or a table needs no browser.
    Keras 3 and ``tf.summary`` store scalars as *tensor* summaries, so TensorBoard's
    ``EventAccumulator.Scalars()`` finds nothing; ``Tensors()`` does (measured on
@@ -30,18 +30,22 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Mapping, Sequence
 
-from mnist_lib import paths
+import psutil
+
+from mnist_lib import cluster, manifests, paths
+from mnist_lib.cluster import BackendChoice, backend_for
 from mnist_lib import runs as run_files  # (chapter 05 names its list of runs `runs`)
+from mnist_lib.cluster.base import Backend, PortForward
+from mnist_lib.constants import LOG_TAIL_LINES, OBJECTIVE, OUTPUT_MOUNT, TENSORBOARD_PORT
+from mnist_lib.waiting import wait_until
 
 DEFAULT_NAME = "tensorboard"
 # TensorBoard imports TensorFlow before it listens: 4-10 s on an idle machine, 25 s
 # measured with both cores busy training. The timeout leaves room for a loaded laptop.
 START_TIMEOUT = 120.0
-LOG_TAIL_LINES = 20
 # What TensorBoard prints when its port is taken. It then lingers (150 s measured)
 # before exiting, so start_tensorboard watches its output for these words.
 PORT_BUSY_WORDS = ("Address already in use", "could not bind", "is in use by another program")
-VALIDATION_ACCURACY = "validation/epoch_accuracy"
 
 # The runs chapter 05 compares, and the chapter that produces each (docs/architecture.md).
 COMPARED_RUNS = {
@@ -64,8 +68,6 @@ def _pod_log_dir(log_dir: Path | str | None) -> tuple[str, Path]:
     TensorBoard runs where the shared volume is mounted, so it can only read folders
     on that volume: ``outputs/`` here (``MNIST_OUTPUT_DIR``), ``/outputs`` in a pod.
     """
-    from mnist_lib.paths import OUTPUT_MOUNT
-
     root = paths.output_dir()
     if log_dir is None:
         return OUTPUT_MOUNT, root
@@ -108,7 +110,7 @@ def _get(url: str, timeout: float = 2.0) -> bytes | None:
 class TensorBoardHandle:
     """A TensorBoard that answers on :attr:`url`. Stop it with :meth:`stop` (or use ``with``)."""
 
-    def __init__(self, backend: Any, objects: list[dict[str, Any]], forward: Any,
+    def __init__(self, backend: Backend, objects: list[dict[str, Any]], forward: PortForward,
                  log_dir: str, startup_seconds: float):
         self.backend = backend
         self.objects = objects
@@ -197,8 +199,6 @@ def tensorboard_processes() -> list[int]:
     Empty after :meth:`TensorBoardHandle.stop`: the way to check nothing is left behind
     (on a cluster, TensorBoard runs in a pod, so this is empty there too).
     """
-    import psutil
-
     alive = []
     for p in psutil.Process().children(recursive=True):
         try:
@@ -209,7 +209,7 @@ def tensorboard_processes() -> list[int]:
     return alive
 
 
-def _logs(backend: Any, name: str) -> str:
+def _logs(backend: Backend, name: str) -> str:
     """The last lines TensorBoard printed ("" before its pod exists)."""
     try:
         return backend.get_job_logs(name, kind="Deployment", tail=LOG_TAIL_LINES)
@@ -217,7 +217,7 @@ def _logs(backend: Any, name: str) -> str:
         return ""
 
 
-def _failure(backend: Any, name: str, what: str) -> TensorBoardError:
+def _failure(backend: Backend, name: str, what: str) -> TensorBoardError:
     """An error with the tail of TensorBoard's own output, which usually says why."""
     try:
         logs = backend.get_job_logs(name, kind="Deployment", tail=LOG_TAIL_LINES).rstrip()
@@ -226,10 +226,11 @@ def _failure(backend: Any, name: str, what: str) -> TensorBoardError:
     hint = ""
     if any(words in logs for words in PORT_BUSY_WORDS):
         hint = "\nIts port is already in use by another program: stop that program, or try again."
-    return TensorBoardError(f"TensorBoard {what}.{hint}\n--- last {LOG_TAIL_LINES} lines of its output ---\n{logs}")
+    return TensorBoardError(f"TensorBoard {what}.{hint}\n"
+                            f"--- last {LOG_TAIL_LINES} lines of its output ---\n{logs}")
 
 
-def start_tensorboard(log_dir: Path | str | None = None, backend: Any = None,
+def start_tensorboard(log_dir: Path | str | None = None, backend: BackendChoice = None,
                       timeout: float = START_TIMEOUT, name: str = DEFAULT_NAME) -> TensorBoardHandle:
     """Start TensorBoard on ``log_dir`` through the cluster backend; return once it answers.
 
@@ -244,44 +245,43 @@ def start_tensorboard(log_dir: Path | str | None = None, backend: Any = None,
     :class:`TensorBoardError` with the tail of TensorBoard's output if it fails.
     Starting a second one of the same ``name`` stops the first.
     """
-    from mnist_lib import cluster, manifests
-
-    backend = cluster.get_backend(backend) if backend is None or isinstance(backend, str) else backend
+    backend = backend_for(backend)
     pod_dir, local_dir = _pod_log_dir(log_dir)
     if backend.name == "local":  # on a cluster the volume is not necessarily visible from here
         _check_has_events(local_dir)
     if name in _running:
         _running[name].stop()
     objects = manifests.tensorboard(name=name, log_dir=pod_dir)
+    forward: PortForward | None = None
+    answers = False  # did TensorBoard answer HTTP at the last look (with or without runs)?
+
+    def lists_runs() -> bool:
+        nonlocal forward, answers
+        status = backend.get_job(name, kind="Deployment")
+        if any(r.restarts or r.failed for r in status.replicas.values()):
+            raise _failure(backend, name, "exited while starting")
+        if any(words in _logs(backend, name) for words in PORT_BUSY_WORDS):
+            raise _failure(backend, name, "could not listen on its port")
+        if forward is None:
+            try:
+                forward = backend.port_forward(name, TENSORBOARD_PORT, kind="Service", timeout=1.0)
+            except cluster.NotFoundError:
+                return False  # no pod (or nothing listening) yet
+        runs = _get(f"http://127.0.0.1:{forward.local_port}/data/runs")
+        answers = runs is not None
+        return answers and bool(json.loads(runs))
+
     started = time.monotonic()
-    deadline = started + timeout
     backend.apply(objects)
-    forward = None
     try:
-        while True:
-            status = backend.get_job(name, kind="Deployment")
-            if any(r.restarts or r.failed for r in status.replicas.values()):
-                raise _failure(backend, name, "exited while starting")
-            if any(words in _logs(backend, name) for words in PORT_BUSY_WORDS):
-                raise _failure(backend, name, "could not listen on its port")
-            if forward is None:
-                try:
-                    forward = backend.port_forward(name, manifests.TENSORBOARD_PORT, kind="Service",
-                                                   timeout=1.0)
-                except cluster.NotFoundError:
-                    pass  # no pod (or nothing listening) yet
-            if forward is not None:
-                url = f"http://127.0.0.1:{forward.local_port}/"
-                runs = _get(url + "data/runs")
-                if runs is not None and json.loads(runs):
-                    break
-                if runs is not None and time.monotonic() > deadline:
-                    warnings.warn(f"TensorBoard answers at {url} but lists no runs in {pod_dir} yet: "
-                                  "it shows runs as their first epoch is written.", stacklevel=2)
-                    break
-            if time.monotonic() > deadline:
-                raise _failure(backend, name, f"did not answer within {timeout:.0f} s")
-            time.sleep(0.5)
+        try:
+            wait_until(lists_runs, timeout)
+        except TimeoutError:
+            if not answers:
+                raise _failure(backend, name, f"did not answer within {timeout:.0f} s") from None
+            warnings.warn(f"TensorBoard answers at http://127.0.0.1:{forward.local_port}/ but lists no "
+                          f"runs in {pod_dir} yet: it shows runs as their first epoch is written.",
+                          stacklevel=2)
     except BaseException:
         if forward is not None:
             forward.close()
@@ -295,33 +295,8 @@ def start_tensorboard(log_dir: Path | str | None = None, backend: Any = None,
 
 # == 2. reading the numbers back =====================================================
 
-def read_scalars(log_dir: Path | str) -> dict[str, list[tuple[int, float]]]:
-    """All scalars under a run's log folder: ``{"validation/epoch_accuracy": [(step, value), ...]}``.
-
-    Keys are ``<subfolder>/<tag>`` (``train/...``, ``validation/...``), steps are
-    epochs (1, 2, ...). Safe to call while the run is still writing: it reads what
-    is on disk now. A folder with no events yet gives ``{}``.
-    """
-    from tensorboard.backend.event_processing.event_accumulator import TENSORS, EventAccumulator
-    from tensorflow import make_ndarray
-
-    log_dir = Path(log_dir)
-    scalars: dict[str, list[tuple[int, float]]] = {}
-    if not log_dir.is_dir():
-        return scalars
-    for run_dir in sorted({p.parent for p in log_dir.rglob("events.out.tfevents.*")}):
-        events = EventAccumulator(str(run_dir), size_guidance={TENSORS: 0})
-        events.Reload()
-        prefix = run_dir.relative_to(log_dir).as_posix()
-        for tag in events.Tags().get("tensors", []):
-            points = {e.step: float(make_ndarray(e.tensor_proto)) for e in events.Tensors(tag)}
-            # A resumed run may write an epoch twice: keep the latest value per step.
-            key = f"{prefix}/{tag}" if prefix != "." else tag
-            scalars[key] = sorted(points.items())
-    return scalars
-
-
-def find_runs(runs: Sequence[str] = tuple(COMPARED_RUNS), backend: Any = None) -> tuple[list[str], list[str]]:
+def find_runs(runs: Sequence[str] = tuple(COMPARED_RUNS),
+              backend: BackendChoice = None) -> tuple[list[str], list[str]]:
     """``(finished, missing)``: a run is finished when it wrote ``result.json`` on the volume.
 
     A run this notebook trained itself (chapter 01, in the kernel) is first put on the
@@ -340,17 +315,15 @@ def stand_in_name(run: str) -> str:
     return f"ch05-standin-{run}"
 
 
-def train_stand_in(run: str, backend: Any = None, timeout: float = 900) -> str:
+def train_stand_in(run: str, backend: BackendChoice = None, timeout: float = 900) -> str:
     """Train a tiny stand-in for a missing run (MLP, 2 epochs, 4,000 images), the same way.
 
     Same strategy as the original (one process, 2 workers, or chief + PS + 2 workers),
     submitted through the backend, so it lands on the shared volume on a cluster
     too. Returns the stand-in's run name; an existing finished stand-in is reused.
     """
-    from mnist_lib import cluster, manifests
-
     name = stand_in_name(run)
-    backend = cluster.get_backend(backend) if backend is None or isinstance(backend, str) else backend
+    backend = backend_for(backend)
     if not find_runs([name], backend)[1]:
         return name
     config = manifests.run_config(name, architecture="mlp", epochs=2, train_limit=4000)
@@ -369,7 +342,7 @@ def train_stand_in(run: str, backend: Any = None, timeout: float = 900) -> str:
     return name
 
 
-def runs_to_compare(runs: Sequence[str] = tuple(COMPARED_RUNS), backend: Any = None,
+def runs_to_compare(runs: Sequence[str] = tuple(COMPARED_RUNS), backend: BackendChoice = None,
                     train_missing: bool = True) -> list[str]:
     """The runs to compare, saying which exist; missing ones are replaced by tiny stand-ins.
 
@@ -408,7 +381,7 @@ class RunSummary:
     workers: int
 
 
-def compare_runs(runs: Sequence[str], backend: Any = None) -> list[RunSummary]:
+def compare_runs(runs: Sequence[str], backend: BackendChoice = None) -> list[RunSummary]:
     """Final validation accuracy, test accuracy, training time and strategy of each run.
 
     Read from ``/outputs/<run>/checkpoints/result.json`` (what training writes at the
@@ -442,10 +415,10 @@ def format_table(rows: Sequence[RunSummary]) -> str:
 # == 3. plotting runs side by side =====================================================
 
 def plot_runs(scalars_by_run: Mapping[str, Mapping[str, Sequence[tuple[int, float]]]],
-              tag: str = VALIDATION_ACCURACY, ax: Any = None) -> Any:
+              tag: str = OBJECTIVE, ax: Any = None) -> Any:
     """One line per run of scalar ``tag`` against the epoch; returns the Figure.
 
-    ``scalars_by_run``: ``{run: read_scalars(...)}``. Pass ``ax`` to draw into a panel
+    ``scalars_by_run``: ``{run: runs.read_scalars(...)}``. Pass ``ax`` to draw into a panel
     of a larger figure (e.g. accuracy beside loss). A run without ``tag`` is skipped
     with a note in the legend, rather than failing the whole figure.
     """

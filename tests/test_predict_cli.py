@@ -24,10 +24,14 @@ from mnist_lib.predict import (
     PredictionClient,
     ServerUnavailableError,
     SignatureMismatchError,
+    make_ndarray,
+    make_tensor_proto,
 )
 from mnist_lib.serving import ModelServer
 from conftest import free_port
-from serving_support import export_dir, export_tiny  # noqa: F401 (export_dir is a fixture)
+import serving_support
+
+export_dir = serving_support.export_dir  # a fixture: the tests below take it by name
 
 PYTHON = sys.executable
 
@@ -81,6 +85,18 @@ def test_client_import_leaves_tensorflow_out():
     print(f"import mnist_lib.predict: {report['seconds']:.3f} s")
     assert report["loaded"] == []
     assert report["ok"]
+
+
+@pytest.mark.parametrize("typed_values", [False, True], ids=["tensor_content", "typed fields"])
+def test_tensor_protos_read_back_as_tensorflow_reads_them(typed_values):
+    # The client sends tensor_content; the stand-in server answers in float_val, int64_val, ...
+    for array in (np.arange(6, dtype=np.float32).reshape(2, 3) / 7, np.array([3, -1], np.int64),
+                  np.array([[True], [False]])):
+        proto = make_tensor_proto(array, typed_values=typed_values)
+        assert bool(proto.tensor_content) != typed_values
+        np.testing.assert_array_equal(tf.make_ndarray(proto), array)
+        np.testing.assert_array_equal(make_ndarray(proto), array)
+        assert make_ndarray(proto).dtype == array.dtype
 
 
 # ## PredictionClient

@@ -26,7 +26,10 @@ from tensorflow_serving.apis import (
 from mnist_lib import manifests
 from mnist_lib.serving import ModelServer
 from mnist_lib.serving_config import ModelConfigError, model_server_config, to_text, version_policy
-from serving_support import export_dir, export_tiny  # noqa: F401 (export_dir is a fixture)
+import serving_support
+from serving_support import export_tiny
+
+export_dir = serving_support.export_dir  # a fixture: the tests below take it by name
 
 MAX_BATCH = 64
 

@@ -19,8 +19,10 @@ import psutil
 import pytest
 
 from conftest import COURSE_ROOT, run_dirs, run_train
+from mnist_lib import runs as run_files
 from mnist_lib import tensorboard as tb
 from mnist_lib.cluster.local import LocalBackend
+from mnist_lib.constants import LOG_TAIL_LINES
 
 RUN = "tb-test-run"
 TINY = ["--architecture", "mlp", "--epochs", "2", "--train-limit", "4000"]
@@ -75,12 +77,12 @@ def test_tensorboard_serves_the_run_and_stops_cleanly(outputs, backend):
 
         # What TensorBoard serves == what read_scalars reads == what training recorded.
         served = board.served_scalars("validation", "epoch_accuracy")
-        read = tb.read_scalars(log_dir)["validation/epoch_accuracy"]
+        read = run_files.read_scalars(log_dir)["validation/epoch_accuracy"]
         history = json.loads((outputs / RUN / "checkpoints" / "history.json").read_text())
         assert [s for s, _ in served] == [s for s, _ in read] == [1, 2]
         assert [v for _, v in served] == pytest.approx([v for _, v in read], abs=1e-7)
         assert [v for _, v in read] == pytest.approx([h["val_accuracy"] for h in history], abs=1e-6)
-        loss = tb.read_scalars(log_dir)["train/epoch_loss"]
+        loss = run_files.read_scalars(log_dir)["train/epoch_loss"]
         assert board.served_scalars("train", "epoch_loss") == loss
         assert loss[-1][1] < loss[0][1]  # it learned
 
@@ -116,7 +118,7 @@ def test_busy_port_fails_with_tensorboards_own_words(outputs, backend, monkeypat
         with pytest.raises(tb.TensorBoardError) as caught:
             tb.start_tensorboard(outputs / RUN / "logs", backend=backend, timeout=180)
     text = str(caught.value)
-    assert "already in use" in text and "last 20 lines of its output" in text
+    assert "already in use" in text and f"last {LOG_TAIL_LINES} lines of its output" in text
     assert str(busy) in text
     assert backend.processes() == [] and tb.tensorboard_processes() == []
 
@@ -143,19 +145,19 @@ def test_read_scalars_while_a_run_is_still_writing(tmp_path):
     """Training keeps its writer open; read_scalars sees each epoch once it is flushed."""
     import tensorflow as tf
 
-    assert tb.read_scalars(tmp_path / "missing") == {}
+    assert run_files.read_scalars(tmp_path / "missing") == {}
     (tmp_path / "validation").mkdir()
-    assert tb.read_scalars(tmp_path) == {}  # a folder with no events yet
+    assert run_files.read_scalars(tmp_path) == {}  # a folder with no events yet
     writer = tf.summary.create_file_writer(str(tmp_path / "validation"))
     try:
         with writer.as_default(step=1):
             tf.summary.scalar("epoch_accuracy", 0.5)
         writer.flush()
-        assert tb.read_scalars(tmp_path) == {"validation/epoch_accuracy": [(1, 0.5)]}
+        assert run_files.read_scalars(tmp_path) == {"validation/epoch_accuracy": [(1, 0.5)]}
         with writer.as_default(step=2):
             tf.summary.scalar("epoch_accuracy", 0.75)
         writer.flush()
-        assert tb.read_scalars(tmp_path) == {"validation/epoch_accuracy": [(1, 0.5), (2, 0.75)]}
+        assert run_files.read_scalars(tmp_path) == {"validation/epoch_accuracy": [(1, 0.5), (2, 0.75)]}
     finally:
         writer.close()
 
