@@ -23,7 +23,6 @@ machine, the network and whoever else is using the two cores.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
