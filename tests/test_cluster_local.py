@@ -304,13 +304,18 @@ def test_success_policy_worker_0_or_all_workers(backend):
     assert status.replicas["Worker"].succeeded == 2
 
 
-def test_restart_policy_exit_code_retries_only_signals(backend, tmp_path):
-    marker = tmp_path / "killed-once"
-    # Worker 0 is "killed" (exit 137) the first time, then succeeds: retried under ExitCode.
-    flaky = f"p = {str(marker)!r}\nif not os.path.exists(p):\n    open(p, 'w').close(); sys.exit(137)"
-    backend.create_job(python_tfjob("exit-code", {0: flaky, 1: "pass"}, policy="ExitCode"))
+def test_restart_policy_exit_code_retries_codes_from_128(backend, tmp_path):
+    """The operator's rule (IsRetryableExitCode: code >= 128), not a list of signals."""
+    def exits_once(code: int) -> str:
+        marker = tmp_path / f"exited-{code}"
+        return f"p = {str(marker)!r}\nif not os.path.exists(p):\n    open(p, 'w').close(); sys.exit({code})"
+
+    # Worker 0 is "killed" (exit 137), worker 1 exits 138 (no signal's code), each the first time only:
+    # both are retried under ExitCode. (Worker 0 then lingers a second: its success ends the job.)
+    slow_chief = exits_once(137) + "\ntime.sleep(1)"
+    backend.create_job(python_tfjob("exit-code", {0: slow_chief, 1: exits_once(138)}, policy="ExitCode"))
     status = backend.wait_for_job_conditions("exit-code", timeout=60, progress=False)
-    assert status.replicas["Worker"].restarts == 1
+    assert status.replicas["Worker"].restarts == 2
     # Exit code 1 is a permanent error under ExitCode: no retry, the job fails.
     backend.create_job(python_tfjob("exit-one", {0: "sys.exit(1)", 1: "time.sleep(30)"}, policy="ExitCode"))
     with pytest.raises(cluster.JobFailedError, match="exited with code 1"):

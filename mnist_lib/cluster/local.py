@@ -76,10 +76,10 @@ DEFAULT_ENTRYPOINT = ["python", "-m", "mnist_lib.train"]
 STOP_GRACE_SECONDS = 5.0  # SIGTERM, then SIGKILL, like a pod's terminationGracePeriod
 POLL_SECONDS = 0.2
 JOB_BACKOFF_LIMIT = 6  # batch/v1 Job default
-# The training operator's rule for restartPolicy ExitCode: these codes are permanent errors,
-# 130/137/143 (killed by a signal: preempted, OOM-killed, evicted) are worth a retry.
-PERMANENT_EXIT_CODES = (1, 2, 126, 127, 128, 139)
-RETRYABLE_EXIT_CODES = (130, 137, 143)
+# The training operator's rule for restartPolicy ExitCode (v1.9.4, IsRetryableExitCode in
+# pkg/util/train/train_util.go): an exit code of 128 or more (128 + a signal: killed, OOM-killed,
+# preempted) is worth a retry; 1-127 (a bug, a bad flag: exit 2) fails the job at once.
+FIRST_RETRYABLE_EXIT_CODE = 128
 
 
 # == processes ===================================================================
@@ -331,7 +331,7 @@ class _Replica:
         if policy == "OnFailure":
             return True
         if policy == "ExitCode":
-            return code in RETRYABLE_EXIT_CODES
+            return code >= FIRST_RETRYABLE_EXIT_CODE
         return False  # Never
 
 
