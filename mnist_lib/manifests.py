@@ -363,7 +363,10 @@ def _tfjob(name: str | None, config: TrainConfig, workers: int, parameter_server
     replica_specs = {
         role: {
             "replicas": count,
-            # Retry a crashed replica in place; "Never" would fail the whole job at once.
+            # Retry a crashed replica in place; "Never" would fail the whole job at once. A deleted or
+            # evicted pod fails a TFJob whatever this says (operator v1.9.4 counts a terminating pod
+            # as failed before it exits: kubeflow/trainer#1560); delete it and submit it again (without
+            # clearing its folders) and it resumes from its latest checkpoint.
             "restartPolicy": "OnFailure",
             "template": {"metadata": _job_pod_metadata(run),
                          "spec": _pod_spec([_training_container(config, image, resources)])},
