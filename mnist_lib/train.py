@@ -414,8 +414,16 @@ class _TrainingRun:
 
 # -- command line -----------------------------------------------------------------
 
+# A distributed run that lost a peer (a worker or parameter server killed, its node gone) exits
+# with this code: 128 or more is what the training operator's restartPolicy ExitCode retries, and
+# 1 (a bug) or 2 (bad input) it does not. Every replica then restarts and resumes from the checkpoint.
+EXIT_PEER_LOST = 138
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m mnist_lib.train``. Exit 0 ok, 2 bad input, 1 failure."""
+    """Entry point of ``python -m mnist_lib.train``.
+
+    Exit 0 ok, 2 bad input, 1 failure, :data:`EXIT_PEER_LOST` (138) a distributed peer was lost."""
     try:
         config = config_from_args(argv)
         tf_config.parse_tf_config()  # a malformed TF_CONFIG is bad input too
@@ -431,10 +439,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted: the latest checkpoint is kept; run again to resume", file=sys.stderr)
         code = 130
     except Exception as err:  # noqa: BLE001 - the boundary where a learner's run ends
-        print(f"error: training failed: {type(err).__name__}: {_first_line(err)}\n"
-              f"The latest checkpoint in {config.model_dir} is kept; running the same "
-              "command again resumes from it.", file=sys.stderr, flush=True)
-        code = 1
+        lost = _lost_peer(err) if distributed else None
+        if lost:
+            print(f"error: lost a peer ({lost}): exiting with {EXIT_PEER_LOST} so that every replica "
+                  f"restarts; each resumes from the latest checkpoint in {config.model_dir}.",
+                  file=sys.stderr, flush=True)
+            code = EXIT_PEER_LOST
+        else:
+            print(f"error: training failed: {type(err).__name__}: {_first_line(err)}\n"
+                  f"The latest checkpoint in {config.model_dir} is kept; running the same "
+                  "command again resumes from it.", file=sys.stderr, flush=True)
+            code = 1
     if distributed:
         # Distributed TensorFlow can take tens of seconds to tear down its gRPC
         # channels; everything is written and flushed, so leave now.
@@ -442,6 +457,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.flush()
         os._exit(code)
     return code
+
+
+# The words of TensorFlow's errors that say which peer went away, and how.
+_PEER_LOST_WORDS = ("aborted by", "unhealthy", "Socket closed", "Connection reset", "failed to connect")
+
+
+def _lost_peer(err: BaseException) -> str | None:
+    """The line of ``err`` that says a peer is gone, if ``err`` is how TensorFlow says so; else None.
+
+    A collective or RPC to a vanished replica raises UnavailableError (a reset connection,
+    missed heartbeats), DeadlineExceededError (a timeout), AbortedError or CancelledError. The
+    first line of the message is only "Graph execution error:"; the reason is further down.
+    """
+    import tensorflow as tf  # already loaded: training ran
+
+    if not isinstance(err, (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+                            tf.errors.AbortedError, tf.errors.CancelledError)):
+        return None
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    telling = next((line for line in lines if any(word in line for word in _PEER_LOST_WORDS)), None)
+    return (telling or _first_line(err) or type(err).__name__)[:300]
 
 
 def _first_line(err: BaseException) -> str:

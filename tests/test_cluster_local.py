@@ -22,6 +22,7 @@ import pytest
 from conftest import assert_no_processes_left, COURSE_ROOT, run_dirs, run_train
 from mnist_lib import cluster, manifests
 from mnist_lib.cluster.local import LocalBackend, rewrite_path
+from mnist_lib.train import EXIT_PEER_LOST
 
 TINY = {"architecture": "mlp", "epochs": 1, "train_limit": 4000}
 # Accuracy comparisons need a model past its first steep steps: 4,000 images leave it
@@ -121,6 +122,9 @@ def test_killed_worker_restarts_and_training_resumes(backend, outputs):
     assert status.replicas["Worker"].restarts >= 1
     logs = backend.get_job_logs(name, replica="worker", index=1)
     assert "restarted" in logs and "Resuming from" in logs
+    # The survivor saw its peer vanish and said so, with the retryable exit code (not a bare 1).
+    survivor = backend.get_job_logs(name, replica="worker", index=0)
+    assert "error: lost a peer (" in survivor and f"exiting with {EXIT_PEER_LOST}" in survivor, survivor[-2000:]
     run = result(outputs, "resume")
     assert [h["epoch"] for h in run["history"]] == list(range(1, epochs + 1))
     assert run["resumed_from_epoch"] >= 1
