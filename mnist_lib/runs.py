@@ -27,6 +27,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
 
 from mnist_lib import cluster, paths  # (a module import: cluster's backends import this module)
+from mnist_lib.cluster import volume_agent
 from mnist_lib.constants import MODEL_NAME, OUTPUT_MOUNT
 
 CHECKPOINTS, LOGS, EXPORT = "checkpoints", "logs", "export"
@@ -59,8 +60,7 @@ def serving_base(model_name: str = MODEL_NAME) -> str:
 
 def version_numbers(base: Path | str) -> list[int]:
     """The numbered version folders of a model base on this machine, sorted: ``[1, 2]``."""
-    base = Path(base)
-    return sorted(int(p.name) for p in base.iterdir() if p.name.isdecimal() and p.is_dir()) if base.is_dir() else []
+    return volume_agent.version_numbers(Path(base))  # the one rule, also run on the volume's side
 
 
 def latest_version(base: Path | str) -> Path | None:

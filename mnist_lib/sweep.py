@@ -88,10 +88,6 @@ class Trial:
         return text + (f" x {p['width']}" if p.get("width") not in (None, 128) else "")
 
     @property
-    def finished_ok(self) -> bool:
-        return self.status == TrialStatus.SUCCEEDED
-
-    @property
     def val_accuracy(self) -> float | None:
         """Validation accuracy after the last epoch it trained (what the sweep ranks by)."""
         return self.curve[-1][1] if self.curve else None

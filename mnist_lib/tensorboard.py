@@ -302,7 +302,7 @@ def find_runs(runs: Sequence[str] = tuple(COMPARED_RUNS),
     A run this notebook trained itself (chapter 01, in the kernel) is first put on the
     volume, so that TensorBoard's pod sees it too (:func:`mnist_lib.runs.publish`).
     """
-    finished = [r for r in runs if run_files.publish(r, backend) or run_files.finished(r, backend)]
+    finished = [r for r in runs if run_files.finished(r, backend) or run_files.publish(r, backend)]
     return finished, [r for r in runs if r not in finished]
 
 

@@ -22,6 +22,7 @@ a message saying what to do (install the operator, fix RBAC, check the image...)
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import select
@@ -351,12 +352,10 @@ class KubernetesBackend(Backend):
         and at most every few seconds."""
         return self.stalls.check_pod(pod, job)
 
-    @property
+    @functools.cached_property
     def stalls(self) -> diagnose.StallWatch:
         """The pod diagnoses of this backend (one: it keeps how long each pod has waited)."""
-        if "_stalls" not in self.__dict__:
-            self._stalls = diagnose.StallWatch(self)
-        return self._stalls
+        return diagnose.StallWatch(self)
 
     # -- logs -------------------------------------------------------------------------
     def _pod_of(self, name: str, replica: str | None, index: int, kind: str | None) -> tuple[str, str | None]:
@@ -440,8 +439,7 @@ class KubernetesBackend(Backend):
         """The helper pod's name, once it runs: reused if it does, (re)created if not.
 
         Once seen running it is trusted (no API call per transfer) until ``recheck``."""
-        pod = manifests.volume_helper()
-        name = pod["metadata"]["name"]
+        name = manifests.VOLUME_HELPER
         if self._volume_pod_ready and not recheck:
             return name
         self._volume_pod_ready = False
@@ -453,7 +451,7 @@ class KubernetesBackend(Backend):
                     current = self.api_client.sanitize_for_serialization(
                         self.core.read_namespaced_pod(name, self.namespace))
             except NotFoundError:
-                self.apply(pod)
+                self.apply(manifests.volume_helper())
                 continue
             status = current.get("status") or {}
             phase = status.get("phase")

@@ -475,9 +475,8 @@ class LocalBackend(Backend):
                  worker_ports: list[int] | None = None) -> _Replica:
         """The command line and environment of one pod's main container."""
         container = _container(template, container_name)
-        namespace = logs.parent.name  # logs is <state>/logs/<namespace>/<name>
         mounts = _mounts(template, container, self.state_dir / "volumes" / logs.name,
-                         lambda source: self._mounted_config_map(namespace, source))
+                         lambda source: self._mounted_config_map(self.namespace, source))
         for local in mounts.values():
             if not local.exists():  # (a ConfigMap key mounted with subPath is a file)
                 local.mkdir(parents=True, exist_ok=True)

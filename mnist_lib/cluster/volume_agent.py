@@ -107,8 +107,9 @@ def _staging(parent: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix=".staging-", dir=parent))  # same file system: rename works
 
 
-def _versions(base: Path) -> list[int]:
-    return [int(p.name) for p in base.iterdir() if p.name.isdigit()] if base.is_dir() else []
+def version_numbers(base: Path) -> list[int]:
+    """The numbered version folders of a model base, sorted: ``[1, 2]`` (what TF Serving reads)."""
+    return sorted(int(p.name) for p in base.iterdir() if p.name.isdecimal() and p.is_dir()) if base.is_dir() else []
 
 
 def place(staged: Path, dest: Path, version: bool) -> Path:
@@ -119,7 +120,7 @@ def place(staged: Path, dest: Path, version: bool) -> Path:
         os.rename(staged, dest)
         return dest
     for _ in range(100):  # another writer may take the same number: try the next one
-        target = dest / str(max(_versions(dest), default=0) + 1)
+        target = dest / str(max(version_numbers(dest), default=0) + 1)
         try:
             os.rename(staged, target)
             return target
