@@ -30,3 +30,14 @@ OBJECTIVE = "validation/epoch_accuracy"  # the scalar a sweep (and Katib) maximi
 
 # -- what a failing job shows -------------------------------------------------------------
 LOG_TAIL_LINES = 30            # lines of a pod's log quoted in an error
+
+# -- how training ends: the exit codes of `python -m mnist_lib.train`, as the cluster reads them ---
+# 128 or more (128 + a signal: killed, OOM-killed, terminated) is what the training operator's
+# restartPolicy ExitCode retries (IsRetryableExitCode, v1.9.4), and what the Jobs' podFailurePolicy
+# (manifests) counts as a retry; 1 and 2 fail the job at once: running again cannot help.
+EXIT_FAILED = 1                # a bug, or an error training cannot get past
+EXIT_BAD_INPUT = 2             # a bad flag, corrupt data, a malformed TF_CONFIG
+FIRST_RETRYABLE_EXIT_CODE = 128
+EXIT_PEER_LOST = 138           # a distributed run lost a worker or parameter server: all restart
+EXIT_TERMINATED = 143          # 128 + SIGTERM: the pod is being deleted, evicted or preempted
+PEER_LOST_SAYS = "error: lost a peer"  # how the log says it, before EXIT_PEER_LOST

@@ -40,8 +40,8 @@ import yaml
 from mnist_lib import paths, serving_config, settings
 from mnist_lib.checks import MAX_NAME, check_dns_label, check_image, check_int, check_model_name, is_dns_1035_label
 from mnist_lib.config import TrainConfig
-from mnist_lib.constants import (DEFAULT_NAMESPACE, GRPC_PORT, MODEL_NAME, OBJECTIVE, OUTPUT_MOUNT, POD_USER_ID,
-                                 REST_PORT, TENSORBOARD_PORT, TF_PORT)
+from mnist_lib.constants import (DEFAULT_NAMESPACE, EXIT_BAD_INPUT, EXIT_FAILED, GRPC_PORT, MODEL_NAME, OBJECTIVE,
+                                 OUTPUT_MOUNT, POD_USER_ID, REST_PORT, TENSORBOARD_PORT, TF_PORT)
 from mnist_lib.settings import DEFAULT_IMAGE, SERVING_IMAGE, serving_image
 from mnist_lib.sweep_spec import SweepSpec
 from mnist_lib.tf_config import indexed_job_worker_hosts
@@ -65,6 +65,7 @@ COMPONENT_LABEL = "app.kubernetes.io/component"
 APP_NAME, COURSE_NAME = "mnist", "scaling-ml-course"
 
 BACKOFF_LIMIT = 3                    # retries of a failing job before it is marked Failed
+RETRIES_PER_WORKER = 3               # an Indexed Job's retries of each worker (backoffLimitPerIndex)
 JOB_TTL_SECONDS = 24 * 3600          # finished jobs (and their logs) stay a day, then go
 
 TRAINING_RESOURCES = {"requests": {"cpu": "500m", "memory": "1Gi"},
@@ -307,6 +308,23 @@ def volume_helper(image: str | None = None, namespace: str | None = None) -> dic
 
 # -- training -----------------------------------------------------------------------
 
+def pod_failure_policy() -> dict[str, Any]:
+    """What a training Job does when one of its pods fails: the same decisions as the operator's ExitCode.
+
+    Rules are tried in order; a failure no rule matches is retried in a new pod, and counts
+    towards the backoff limit: a pod deleted (training exits 143 on SIGTERM) or killed (137), a
+    distributed peer lost (138). Each new pod resumes from the latest epoch checkpoint.
+    """
+    return {"rules": [
+        # Evicted, preempted, its node drained: not the training's fault, so it uses up no retry.
+        # (A pod deleted with `kubectl delete` gets no such condition: it is retried and counted.)
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        # Bad input (2) or a bug (1): running again cannot help, so fail now instead of retrying.
+        {"action": "FailJob", "onExitCodes": {"containerName": CONTAINER_NAME, "operator": "In",
+                                              "values": [EXIT_FAILED, EXIT_BAD_INPUT]}},
+    ]}
+
+
 def training_job(name: str, config: TrainConfig, image: str | None = None,
                  namespace: str | None = None, resources: Mapping[str, Any] = TRAINING_RESOURCES,
                  backoff_limit: int = BACKOFF_LIMIT) -> dict[str, Any]:
@@ -317,16 +335,16 @@ def training_job(name: str, config: TrainConfig, image: str | None = None,
     check_name(name, "job name")
     check_int("backoff_limit", backoff_limit, 0, 100, error=ManifestError)
     _check_config(config)
-    pod = _pod_spec([_training_container(config, image, resources)],
-                    # OnFailure restarts the container in the same pod; training resumes
-                    # from the last checkpoint on the shared volume.
-                    restart_policy="OnFailure")
+    # Never: a failed pod is replaced by a new one (which resumes from the last checkpoint on the
+    # shared volume), as the pod failure policy decides; it needs Never to see each exit code.
+    pod = _pod_spec([_training_container(config, image, resources)], restart_policy="Never")
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": _metadata(name, _check_namespace(namespace), "training"),
         "spec": {
             "backoffLimit": backoff_limit,
+            "podFailurePolicy": pod_failure_policy(),
             "ttlSecondsAfterFinished": JOB_TTL_SECONDS,
             "template": {"metadata": _job_pod_metadata(name), "spec": pod},
         },
@@ -355,7 +373,7 @@ def tfjob(name: str, config: TrainConfig, workers: int = 2, parameter_servers: i
 
 def _tfjob(name: str | None, config: TrainConfig, workers: int, parameter_servers: int, image: str | None,
            namespace: str | None, resources: Mapping[str, Any], backoff_limit: int = BACKOFF_LIMIT,
-           run: str | None = None) -> dict[str, Any]:
+           run: str | None = None, restart_policy: str = "ExitCode") -> dict[str, Any]:
     """The TFJob without the checks (Katib's trial template has placeholders for values)."""
     run = run or name
     counts = {"Chief": 1, "PS": parameter_servers} if parameter_servers else {}
@@ -363,11 +381,13 @@ def _tfjob(name: str | None, config: TrainConfig, workers: int, parameter_server
     replica_specs = {
         role: {
             "replicas": count,
-            # Retry a crashed replica in place; "Never" would fail the whole job at once. A deleted or
-            # evicted pod fails a TFJob whatever this says (operator v1.9.4 counts a terminating pod
-            # as failed before it exits: kubeflow/trainer#1560); delete it and submit it again (without
-            # clearing its folders) and it resumes from its latest checkpoint.
-            "restartPolicy": "OnFailure",
+            # ExitCode: a replica that exits with 128 or more (killed, a peer lost, SIGTERM) is recreated
+            # and resumes from the latest checkpoint; 1 or 2 (a bug, a bad flag) fails the job at once.
+            # Two limits of operator v1.9.4: a deleted or evicted pod fails the TFJob whatever this says
+            # (it counts a terminating pod as failed before it exits: kubeflow/trainer#1560), and
+            # recreated pods do not count towards backoffLimit. A TFJob failed that way resumes from its
+            # checkpoint when it is submitted again (without clearing its folders).
+            "restartPolicy": restart_policy,
             "template": {"metadata": _job_pod_metadata(run),
                          "spec": _pod_spec([_training_container(config, image, resources)])},
         }
@@ -392,8 +412,8 @@ def _tfjob(name: str | None, config: TrainConfig, workers: int, parameter_server
 
 
 def indexed_job(name: str, config: TrainConfig, workers: int = 2, image: str | None = None,
-                namespace: str | None = None,
-                resources: Mapping[str, Any] = TRAINING_RESOURCES) -> list[dict[str, Any]]:
+                namespace: str | None = None, resources: Mapping[str, Any] = TRAINING_RESOURCES,
+                retries_per_worker: int = RETRIES_PER_WORKER) -> list[dict[str, Any]]:
     """Multi-worker training without the Kubeflow operator: ``[headless Service, Indexed Job]``.
 
     An Indexed Job gives each pod ``JOB_COMPLETION_INDEX`` (0, 1, ...) and the hostname
@@ -402,9 +422,14 @@ def indexed_job(name: str, config: TrainConfig, workers: int = 2, image: str | N
     short name resolves inside the namespace, so the Job runs unchanged in any namespace).
     The Job lists those names once in ``MNIST_WORKER_HOSTS`` and training derives TF_CONFIG from them
     (:func:`mnist_lib.tf_config.indexed_job_tf_config`), as the operator would set it.
+
+    A lost worker (its pod deleted, evicted or killed) is replaced, the others exit with
+    ``EXIT_PEER_LOST`` and are replaced too, and all resume from the latest checkpoint: each worker
+    gets ``retries_per_worker`` new pods, under the :func:`pod_failure_policy`.
     """
     check_int("workers", workers, 1, 64, error=ManifestError)
     check_name(name, "job name", f"-{workers - 1}")
+    check_int("retries_per_worker", retries_per_worker, 0, 100, error=ManifestError)
     _check_config(config)
     namespace = _check_namespace(namespace)
     service = {
@@ -430,11 +455,15 @@ def indexed_job(name: str, config: TrainConfig, workers: int = 2, image: str | N
             "completionMode": "Indexed",
             "completions": workers,
             "parallelism": workers,  # all workers at once: they train together
-            "backoffLimit": BACKOFF_LIMIT,
+            "backoffLimitPerIndex": retries_per_worker,
+            "maxFailedIndexes": 0,  # a worker out of retries fails the job: the others cannot go on without it
+            "podFailurePolicy": pod_failure_policy(),
+            # A worker's new pod only once the old one has stopped: TensorFlow refuses two tasks of one index.
+            "podReplacementPolicy": "Failed",
             "ttlSecondsAfterFinished": JOB_TTL_SECONDS,
             "template": {
                 "metadata": _job_pod_metadata(name),
-                "spec": _pod_spec([container], restart_policy="OnFailure", subdomain=name),
+                "spec": _pod_spec([container], restart_policy="Never", subdomain=name),
             },
         },
     }
@@ -624,7 +653,10 @@ def katib_experiment(sweep: SweepSpec, *, parameter_servers: int = 0, image: str
         base, learning_rate="${trialParameters.learningRate}",
         hidden_layers="${trialParameters.hiddenLayers}",
         model_dir=f"{trial_dir}/checkpoints", log_dir=KATIB_METRICS_DIR, export_dir=f"{trial_dir}/export")
-    trial = _tfjob(None, trial_config, workers, parameter_servers, image, None, resources, run=name)
+    # OnFailure, not ExitCode: Katib's early stopping ends a trial by killing its training process,
+    # which ExitCode would answer with a new pod.
+    trial = _tfjob(None, trial_config, workers, parameter_servers, image, None, resources, run=name,
+                   restart_policy="OnFailure")
     # The pod that writes the event files: the chief, or worker 0 when there is none.
     primary = ({"training.kubeflow.org/replica-type": "chief"} if parameter_servers else
                {"training.kubeflow.org/replica-type": "worker", "training.kubeflow.org/replica-index": "0"})

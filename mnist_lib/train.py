@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,6 +35,7 @@ import numpy as np
 
 from mnist_lib import paths, runs, tf_config
 from mnist_lib.config import ConfigError, TrainConfig, config_from_args
+from mnist_lib.constants import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_PEER_LOST, EXIT_TERMINATED, PEER_LOST_SAYS
 from mnist_lib.data import TRAIN_SIZE, MnistDataError, make_dataset, verify_mnist
 
 STEPS_PER_CALL = 20  # training steps run inside one tf.function call (fewer Python round trips)
@@ -120,7 +123,24 @@ def _serve_forever(role: tf_config.ClusterRole) -> None:
                                   protocol=resolver.rpc_layer or "grpc", start=True)
     print(f"{role.task_type} {role.task_index}: TensorFlow server up at {server.target}; "
           "waiting for the chief to send work (runs until the job is stopped)", flush=True)
-    server.join()
+    _keep_sigterm_handler()  # (the server may have replaced it, as MultiWorkerMirroredStrategy does)
+    # Not server.join(): it blocks in C++, where no Python signal handler ever runs.
+    while True:
+        time.sleep(3600)
+
+
+def _keep_sigterm_handler():
+    """Put back the SIGTERM handler that was there before TensorFlow's distributed runtime started.
+
+    TensorFlow's coordination service installs its own (for its PreemptionCheckpointHandler, which
+    this course does not use); with it, a pod being deleted ignores SIGTERM and trains on until the
+    kubelet kills it 30 s later. The command line's handler (:func:`main`) exits at once instead.
+    """
+    if _sigterm_handler is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _sigterm_handler)
+
+
+_sigterm_handler: Any = None  # main()'s SIGTERM handler, which _keep_sigterm_handler puts back
 
 
 class _TrainingRun:
@@ -167,11 +187,14 @@ class _TrainingRun:
     def _make_strategy(self):
         tf = self.tf
         if self.role.strategy == tf_config.MULTI_WORKER:
-            return tf.distribute.MultiWorkerMirroredStrategy()
-        if self.role.strategy == tf_config.PARAMETER_SERVER:
+            strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        elif self.role.strategy == tf_config.PARAMETER_SERVER:
             resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
-            return tf.distribute.ParameterServerStrategy(resolver)
-        return tf.distribute.get_strategy()  # the default: one device, no distribution
+            strategy = tf.distribute.ParameterServerStrategy(resolver)
+        else:
+            return tf.distribute.get_strategy()  # the default: one device, no distribution
+        _keep_sigterm_handler()
+        return strategy
 
     def _train_dataset(self, input_context=None):
         cfg = self.config
@@ -414,23 +437,22 @@ class _TrainingRun:
 
 # -- command line -----------------------------------------------------------------
 
-# A distributed run that lost a peer (a worker or parameter server killed, its node gone) exits
-# with this code: 128 or more is what the training operator's restartPolicy ExitCode retries, and
-# 1 (a bug) or 2 (bad input) it does not. Every replica then restarts and resumes from the checkpoint.
-EXIT_PEER_LOST = 138
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m mnist_lib.train``.
+    """Entry point of ``python -m mnist_lib.train`` (the container's).
 
-    Exit 0 ok, 2 bad input, 1 failure, :data:`EXIT_PEER_LOST` (138) a distributed peer was lost."""
+    The exit code tells the cluster whether running again can help (:mod:`mnist_lib.constants`):
+    0 done; 2 bad input and 1 a failure, which fail the job at once; 138 (``EXIT_PEER_LOST``) a
+    distributed run lost a peer and 143 (``EXIT_TERMINATED``) the pod is being deleted: every replica
+    restarts and resumes from the latest epoch checkpoint.
+    """
     try:
         config = config_from_args(argv)
         tf_config.parse_tf_config()  # a malformed TF_CONFIG is bad input too
         verify_mnist(config.data_dir)
     except (ConfigError, tf_config.TFConfigError, MnistDataError) as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
-        return 2
+        return EXIT_BAD_INPUT
+    _exit_on_sigterm(config)
     distributed = tf_config.parse_tf_config().strategy != tf_config.SINGLE
     try:
         train(config, progress="lines")
@@ -441,7 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:  # noqa: BLE001 - the boundary where a learner's run ends
         lost = _lost_peer(err) if distributed else None
         if lost:
-            print(f"error: lost a peer ({lost}): exiting with {EXIT_PEER_LOST} so that every replica "
+            print(f"{PEER_LOST_SAYS} ({lost}): exiting with {EXIT_PEER_LOST} so that every replica "
                   f"restarts; each resumes from the latest checkpoint in {config.model_dir}.",
                   file=sys.stderr, flush=True)
             code = EXIT_PEER_LOST
@@ -449,7 +471,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: training failed: {type(err).__name__}: {_first_line(err)}\n"
                   f"The latest checkpoint in {config.model_dir} is kept; running the same "
                   "command again resumes from it.", file=sys.stderr, flush=True)
-            code = 1
+            code = EXIT_FAILED
     if distributed:
         # Distributed TensorFlow can take tens of seconds to tear down its gRPC
         # channels; everything is written and flushed, so leave now.
@@ -457,6 +479,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.flush()
         os._exit(code)
     return code
+
+
+def _exit_on_sigterm(config: TrainConfig) -> None:
+    """On SIGTERM (the pod is being deleted, evicted or preempted), stop now with ``EXIT_TERMINATED``.
+
+    What the epoch checkpoints hold is safe; the epoch under way is lost, and trained again after
+    the restart. Waiting for the kubelet's SIGKILL instead would keep the replacement pod (and,
+    in a distributed run, every other replica) waiting for the whole grace period.
+    """
+    def stop(signum, frame):
+        print(f"stopping: SIGTERM (the pod is being deleted, evicted or preempted): exiting with "
+              f"{EXIT_TERMINATED}; a restart resumes from the latest checkpoint in {config.model_dir}.",
+              file=sys.stderr, flush=True)
+        os._exit(EXIT_TERMINATED)  # at once: TensorFlow's threads would delay a normal exit
+
+    global _sigterm_handler
+    _sigterm_handler = stop
+    signal.signal(signal.SIGTERM, stop)
 
 
 # The words of TensorFlow's errors that say which peer went away, and how.

@@ -21,8 +21,9 @@ import pytest
 
 from conftest import assert_no_processes_left, COURSE_ROOT, run_dirs, run_train
 from mnist_lib import cluster, manifests
+from mnist_lib.cluster import local
 from mnist_lib.cluster.local import LocalBackend, rewrite_path
-from mnist_lib.train import EXIT_PEER_LOST
+from mnist_lib.constants import EXIT_PEER_LOST
 
 TINY = {"architecture": "mlp", "epochs": 1, "train_limit": 4000}
 # Accuracy comparisons need a model past its first steep steps: 4,000 images leave it
@@ -90,7 +91,8 @@ def test_parameter_server_tfjob_matches_single_process(backend, outputs, single_
     assert status.replicas["PS"].active == 0 and backend.processes() == []
     run = result(outputs, "with-ps")
     assert run["strategy"] == "parameter_server"
-    assert abs(run["test_accuracy"] - single_accuracy) <= 0.005
+    # Asynchronous: the workers' updates interleave differently in every run (0.64 point was seen).
+    assert abs(run["test_accuracy"] - single_accuracy) <= 0.01
 
 
 @pytest.mark.slow
@@ -141,8 +143,70 @@ def test_crashing_job_ends_failed_with_its_logs(backend):
     with pytest.raises(cluster.JobFailedError) as err:
         backend.wait_for_job_conditions(name, timeout=120, progress=False)
     assert err.value.status.phase == cluster.JobPhase.FAILED
-    assert "backoff limit" in str(err.value)
+    # Exit 2 (bad input) fails the Job at once, by its podFailurePolicy: no retry.
+    assert "failed with exit code 2 matching FailJob rule at index 1" in str(err.value)
+    assert err.value.status.replicas["Pod"].failed == 1
     assert "error: --width must be an integer from 1" in str(err.value)  # the tail of its logs
+
+
+def exits_with(code: int) -> dict:
+    """A training Job (the course's policies) whose one container exits with ``code`` at once."""
+    job = manifests.training_job("exits", manifests.run_config("exits", **TINY), backoff_limit=2)
+    job["spec"]["template"]["spec"]["containers"][0]["command"] = ["python", "-c", f"raise SystemExit({code})"]
+    job["spec"]["template"]["spec"]["containers"][0]["args"] = []
+    return job
+
+
+def test_a_retryable_exit_is_retried_up_to_the_backoff_limit(backend):
+    name = backend.create_job(exits_with(EXIT_PEER_LOST))
+    with pytest.raises(cluster.JobFailedError, match="backoff limit") as err:
+        backend.wait_for_job_conditions(name, timeout=60, progress=False)
+    assert err.value.status.replicas["Pod"].failed == 3  # the first try and backoffLimit (2) retries
+
+
+def test_pod_failure_rules_match_as_the_job_controller_does():
+    rules = manifests.pod_failure_policy()["rules"]
+    assert local.pod_failure_action(rules, "tensorflow", 2) == (1, "FailJob")
+    assert local.pod_failure_action(rules, "tensorflow", 1) == (1, "FailJob")
+    for retryable in (137, 138, 143):
+        assert local.pod_failure_action(rules, "tensorflow", retryable) == (-1, "Count")
+    assert local.pod_failure_action(rules, "sidecar", 2) == (-1, "Count")  # another container's exit
+    not_in = [{"action": "FailIndex", "onExitCodes": {"operator": "NotIn", "values": [143]}}]
+    assert local.pod_failure_action(not_in, "x", 3) == (0, "FailIndex")
+    assert local.pod_failure_action(not_in, "x", 143) == (-1, "Count")
+
+
+@pytest.mark.slow
+def test_deleted_indexed_job_pod_is_replaced_and_training_resumes(backend, outputs):
+    config = manifests.run_config("lost-pod", architecture="mlp", epochs=3, train_limit=12000)
+    name = backend.create_job(manifests.indexed_job("lost-pod", config, workers=2))
+    backend.wait_for_log(name, "epoch 1/", index=0, timeout=300)
+    assert backend.delete_pod(name, index=1) == "lost-pod-1"
+    status = backend.wait_for_job_conditions(name, timeout=400, progress=False)
+    assert status.phase == cluster.JobPhase.SUCCEEDED
+    assert status.replicas["Pod"].failed == 2  # worker 1 deleted (143), worker 0 lost its peer (138): both replaced
+    deleted, survivor = (backend.get_job_logs(name, index=i) for i in (1, 0))
+    assert "stopping: SIGTERM" in deleted and "Resuming from" in deleted
+    assert "error: lost a peer (" in survivor
+    run = result(outputs, "lost-pod")
+    assert run["resumed_from_epoch"] >= 1 and [h["epoch"] for h in run["history"]] == [1, 2, 3]
+
+
+@pytest.mark.slow
+def test_deleted_tfjob_pod_fails_the_tfjob_as_the_operator_does_and_resubmitting_resumes(backend, outputs):
+    config = manifests.run_config("lost-tf", architecture="mlp", epochs=3, train_limit=12000)
+    job = manifests.tfjob("lost-tf", config, workers=2)
+    name = backend.create_job(job)
+    backend.wait_for_log(name, "epoch 1/", replica="worker", index=0, timeout=300)
+    backend.delete_pod(name, replica="worker", index=1)
+    with pytest.raises(cluster.JobFailedError, match="submit it again") as err:
+        backend.wait_for_job_conditions(name, timeout=60, progress=False)
+    assert "has failed because 1 Worker replica(s) failed." in str(err.value)  # the operator's words
+    assert backend.processes() == []  # cleanPodPolicy Running stopped worker 0
+    backend.delete_job(name)
+    backend.create_job(job)
+    assert backend.wait_for_job_conditions(name, timeout=400, progress=False).phase == cluster.JobPhase.SUCCEEDED
+    assert result(outputs, "lost-tf")["resumed_from_epoch"] >= 1
 
 
 def sleeper(name: str, ignore_sigterm: bool = False) -> dict:

@@ -137,16 +137,34 @@ def test_tfjob_and_trial_pod_templates_are_valid_pod_templates(version):
 def test_tfjobs_follow_the_tfjob_v1_api():
     tfjobs = by_kind("TFJob") + [e["spec"]["trialTemplate"]["trialSpec"] for e in by_kind("Experiment")]
     assert len(tfjobs) == 3
-    for obj in tfjobs:
+    for obj, policy in zip(tfjobs, ["ExitCode", "ExitCode", "OnFailure"]):  # (Katib's trial: OnFailure)
         TFJOB_SCHEMA.validate(obj)
         for role, replica in obj["spec"]["tfReplicaSpecs"].items():
             container = replica["template"]["spec"]["containers"][0]
             assert container["name"] == "tensorflow", role  # the operator looks for this name
             assert {"name": "tfjob-port", "containerPort": 2222} in container["ports"], role
-            assert replica["restartPolicy"] == "OnFailure"
+            assert replica["restartPolicy"] == policy
         assert obj["spec"]["runPolicy"]["cleanPodPolicy"] == "Running"
         assert obj["spec"]["runPolicy"]["backoffLimit"] >= 1
         assert obj["spec"]["runPolicy"]["ttlSecondsAfterFinished"] > 0
+
+
+def test_training_jobs_retry_lost_pods_but_not_bad_input():
+    """Both Jobs: a new pod for a failure that running again can fix, the job failed at once for 1 or 2."""
+    config = m.run_config("policy")
+    jobs = [m.training_job("policy", config), m.indexed_job("policy", config)[1]]
+    for job in jobs:
+        spec = job["spec"]
+        assert spec["template"]["spec"]["restartPolicy"] == "Never"  # podFailurePolicy needs it
+        rules = spec["podFailurePolicy"]["rules"]
+        assert rules[0] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+        assert rules[1]["action"] == "FailJob" and rules[1]["onExitCodes"]["values"] == [1, 2]
+        assert rules[1]["onExitCodes"]["containerName"] == spec["template"]["spec"]["containers"][0]["name"]
+    indexed = jobs[1]["spec"]
+    assert indexed["backoffLimitPerIndex"] == m.RETRIES_PER_WORKER and indexed["maxFailedIndexes"] == 0
+    assert indexed["podReplacementPolicy"] == "Failed" and "backoffLimit" not in indexed
+    with pytest.raises(m.ManifestError, match="retries_per_worker"):
+        m.indexed_job("policy", config, retries_per_worker=-1)
 
 
 def test_parameter_servers_add_a_chief():

@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Se
 from mnist_lib import paths, runs, settings
 from mnist_lib.cluster.types import (ClusterError, InvalidObjectError, JobFailedError, JobPhase, JobStatus,
                                      JobTimeoutError, Manifest, NotFoundError, Objects)
-from mnist_lib.constants import LOG_TAIL_LINES
+from mnist_lib.constants import LOG_TAIL_LINES, PEER_LOST_SAYS
 from mnist_lib.tf_config import operator_address
 from mnist_lib.waiting import wait_until
+
+KEEP_LOGS_SECONDS = 10  # while a job runs, read its main replica's log tail this often (pods may vanish)
 
 if TYPE_CHECKING:
     from mnist_lib.config import TrainConfig
@@ -165,6 +167,13 @@ class Backend(ABC):
         """Delete a job and stop all its pods (and the Service submitted with it)."""
 
     @abstractmethod
+    def delete_pod(self, name: str, replica: str | None = None, index: int = 0, kind: str | None = None) -> str:
+        """Delete one running pod of a job, as ``kubectl delete pod`` (or a drained node) would; return its name.
+
+        What happens next is the job's restart policy: an Indexed Job replaces it, and the run
+        resumes from its latest checkpoint; a TFJob fails (operator v1.9.4, kubeflow/trainer#1560)."""
+
+    @abstractmethod
     def port_forward(self, name: str, port: int, kind: str = "Service", timeout: float = 60) -> PortForward:
         """Reach ``port`` of a Service (or Pod) from this machine; returns the local port.
 
@@ -249,6 +258,27 @@ class Backend(ABC):
         return envs
 
     # -- built on the primitives --------------------------------------------
+    def wait_for_log(self, name: str, text: str, replica: str | None = None, index: int = 0,
+                     timeout: float = 300, kind: str | None = None) -> str:
+        """Wait until a log line of the replica's (newest) pod contains ``text``; return that line.
+
+        For example ``wait_for_log(job, "epoch 1/")``: the first epoch's checkpoint is written."""
+        found: list[str] = []
+
+        def logged() -> bool:
+            logs = self.get_job_logs(name, replica=replica, index=index, kind=kind)
+            found[:] = [line for line in logs.splitlines() if text in line][:1]
+            if not found and self.get_job(name, kind).finished:
+                raise JobFailedError(f"{name} ended without logging {text!r}", self.get_job(name, kind), logs)
+            return bool(found)
+
+        def timed_out() -> JobTimeoutError:
+            return JobTimeoutError(f"{name}: no log line with {text!r} after {timeout:.0f} s; "
+                                   "look at its logs (get_job_logs)")
+
+        wait_until(logged, timeout, interval=0.5, retry_on=(NotFoundError,), on_timeout=timed_out)
+        return found[0]
+
     def create_job(self, objects: Objects) -> str:
         """Submit a Job or TFJob (with companions such as its headless Service); return the job's name."""
         items = as_list(objects)
@@ -270,6 +300,7 @@ class Backend(ABC):
         deadline = time.monotonic() + timeout
         last = ""
         crash_logs = ""  # the tail of a crashed replica's log, read while its pod still exists
+        kept_at = time.monotonic()
         while True:
             status = self.get_job(name, kind=kind)
             self.check_pods(status)
@@ -280,9 +311,11 @@ class Backend(ABC):
                 return status
             if status.phase == JobPhase.FAILED:
                 raise self.failure(status, crash_logs)
-            if any(r.restarts or r.failed for r in status.replicas.values()):
-                # On a cluster the Job controller deletes a crash-looping pod when the job
-                # fails, and its log with it: keep the last one we could read.
+            troubled = any(r.restarts or r.failed for r in status.replicas.values())
+            if troubled or time.monotonic() - kept_at > KEEP_LOGS_SECONDS:
+                # On a cluster the Job controller deletes a crash-looping pod when the job fails, and
+                # the operator a TFJob's running pods: keep the last log tail we could read.
+                kept_at = time.monotonic()
                 try:
                     crash_logs = self._log_tail(status, self._failing_replica(status, count_restarts=True)) \
                         or crash_logs
@@ -333,7 +366,14 @@ class Backend(ABC):
         except (ClusterError, OSError) as err:  # the failure matters more than missing logs
             logs = crash_logs or f"(logs unavailable: {err})"
         reason = status.message or "a replica failed"
+        hint = ""
+        errors = [line for line in logs.splitlines() if line.startswith("error:") and PEER_LOST_SAYS not in line]
+        if status.kind == "TFJob" and not errors:  # no error of its own: a pod was lost (or its log is)
+            hint = ("\nIf a pod of this TFJob was deleted or evicted: operator v1.9.4 then fails the TFJob whatever "
+                    "its restartPolicy (kubeflow/trainer#1560). Delete it and submit it again (delete_job, then "
+                    "create_job; no clear_outputs) and it resumes from its latest checkpoint. An Indexed Job "
+                    "(manifests.indexed_job) replaces a lost pod by itself.")
         return JobFailedError(
             f"{status.kind} {status.name} failed: {reason}\n"
-            f"--- last {LOG_TAIL_LINES} log lines of {replica.lower()} 0 ---\n{logs.rstrip()}",
+            f"--- last {LOG_TAIL_LINES} log lines of {replica.lower()} 0 ---\n{logs.rstrip()}{hint}",
             status, logs)

@@ -273,6 +273,13 @@ class KubernetesBackend(Backend):
             self._delete_one(companion)
         self._kinds.pop(name, None)
 
+    def delete_pod(self, name: str, replica: str | None = None, index: int = 0, kind: str | None = None) -> str:
+        pod, _ = self._pod_of(name, replica, index, kind)
+        with self._errors("delete", "Pod", pod):
+            # With the pod's own grace period, as `kubectl delete pod`: the container gets SIGTERM first.
+            self.core.delete_namespaced_pod(pod, self.namespace)
+        return pod
+
     # -- status ---------------------------------------------------------------------
     def _read(self, name: str, kind: str | None) -> tuple[str, dict[str, Any]]:
         kinds = [kind] if kind else ([self._kinds[name]] if name in self._kinds else ["TFJob", "Job", "Deployment"])

@@ -12,9 +12,17 @@ started the way Kubernetes and the Kubeflow training operator (v1) would start i
   succeeds or, with no chief, when worker 0 does (all workers with
   ``successPolicy: AllWorkers``), the operator's rule. Then, as ``cleanPodPolicy``
   says (default Running), the replicas still running (parameter servers) are stopped.
+  A deleted pod (:meth:`LocalBackend.delete_pod`) fails the TFJob at once, as operator
+  v1.9.4 does (kubeflow/trainer#1560). One difference, on purpose: the operator does not
+  count pods recreated under ExitCode towards ``backoffLimit`` (it counts container
+  restarts, and such pods have none); this backend does, so a replica that always
+  fails stops here instead of looping.
 - **Job** (batch/v1): one process, or one per index for an Indexed Job, with
   ``JOB_COMPLETION_INDEX`` set and ``MNIST_WORKER_HOSTS`` rewritten to the local
-  ports (this backend plays cluster DNS). ``backoffLimit`` (default 6) counts failures.
+  ports (this backend plays cluster DNS). The Job controller's decisions: a failed
+  pod is tried against ``podFailurePolicy`` (Ignore, FailJob, FailIndex, else Count),
+  and counted failures against ``backoffLimitPerIndex`` (``maxFailedIndexes``) or
+  ``backoffLimit`` (default 6); a deleted pod gets SIGTERM and its exit is judged the same way.
 - **Deployment**: long-lived processes, restarted if they exit; a **Service**
   selecting them is reached with :meth:`LocalBackend.port_forward`.
 - Namespaces and PersistentVolumeClaims are recorded; there is nothing to run.
@@ -66,7 +74,7 @@ from mnist_lib.cluster.base import (Backend, PortForward, as_list, canonical_rep
                                     replica_specs)
 from mnist_lib.cluster.types import (FINISHED, ConflictError, InvalidObjectError, JobPhase, JobStatus,
                                      NotFoundError, Objects, ReplicaStatus)
-from mnist_lib.constants import DEFAULT_NAMESPACE, OUTPUT_MOUNT
+from mnist_lib.constants import DEFAULT_NAMESPACE, FIRST_RETRYABLE_EXIT_CODE, OUTPUT_MOUNT
 from mnist_lib.tf_config import WORKER_HOSTS_ENV, build_tf_config
 from mnist_lib.waiting import wait_until
 
@@ -76,10 +84,6 @@ DEFAULT_ENTRYPOINT = ["python", "-m", "mnist_lib.train"]
 STOP_GRACE_SECONDS = 5.0  # SIGTERM, then SIGKILL, like a pod's terminationGracePeriod
 POLL_SECONDS = 0.2
 JOB_BACKOFF_LIMIT = 6  # batch/v1 Job default
-# The training operator's rule for restartPolicy ExitCode (v1.9.4, IsRetryableExitCode in
-# pkg/util/train/train_util.go): an exit code of 128 or more (128 + a signal: killed, OOM-killed,
-# preempted) is worth a retry; 1-127 (a bug, a bad flag: exit 2) fails the job at once.
-FIRST_RETRYABLE_EXIT_CODE = 128
 
 
 # == processes ===================================================================
@@ -134,6 +138,25 @@ def stop_process_groups(pids: list[int], grace: float = STOP_GRACE_SECONDS) -> N
         with contextlib.suppress(TimeoutError):  # still there: on to SIGKILL
             wait_until(lambda: not any(_group_alive(pid) for pid in pids), wait, interval=0.05)
             return
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def pod_failure_action(rules: Iterable[Mapping[str, Any]], container: str, code: int) -> tuple[int, str]:
+    """(index of the first matching rule, its action) for a pod whose container exited with ``code``;
+    ``(-1, "Count")`` when none matches. The Job controller's rule matching; no pod here has a
+    DisruptionTarget condition (nothing evicts a process), so ``onPodConditions`` never matches."""
+    for i, rule in enumerate(rules):
+        codes = rule.get("onExitCodes")
+        if not codes or codes.get("containerName") not in (None, container):
+            continue
+        values = [int(v) for v in codes.get("values") or []]
+        if (code in values) == (codes.get("operator") == "In"):
+            return i, str(rule["action"])
+    return -1, "Count"
 
 
 def _group_alive(pgid: int) -> bool:
@@ -310,11 +333,13 @@ class _Replica:
     env: dict[str, str]
     log_path: Path
     restart_policy: str
+    container: str = ""
     ports: dict[int, int] = field(default_factory=dict)  # container port -> local port
     proc: subprocess.Popen | None = None
     state: str = "Pending"  # Running, Succeeded, Failed, Stopped
     restarts: int = 0
     failures: int = 0
+    counted_failures: int = 0  # the failures a Job's backoff limit counts (not those its policy ignores)
     exit_code: int | None = None
 
     @property
@@ -343,6 +368,9 @@ class _Workload:
     manifest: dict[str, Any]
     replicas: list[_Replica]
     backoff_limit: int | None = None
+    backoff_limit_per_index: int | None = None  # Indexed Jobs
+    max_failed_indexes: int | None = None
+    pod_failure_rules: list[dict[str, Any]] = field(default_factory=list)
     success_policy: str = ""
     clean_pod_policy: str = "Running"
     companions: list[tuple[str, str]] = field(default_factory=list)  # (kind, name) submitted with it
@@ -433,17 +461,23 @@ class LocalBackend(Backend):
         if kind == "Job":
             count = int(spec.get("completions") or 1)
             indexed = spec.get("completionMode") == "Indexed"
-            # The Job controller retries a failed pod until backoffLimit whatever the pod's
-            # restartPolicy (Never: in a new pod, OnFailure: in the same one).
-            policy = "OnFailure"
+            # The Job controller retries a failed pod whatever the pod's restartPolicy (Never: in a
+            # new pod, OnFailure: in the same one), as _job_controller decides.
+            policy = (template.get("spec") or {}).get("restartPolicy") or "Never"
             hosts = [free_port() for _ in range(count)]
             replicas = [self._replica("Pod", i, template, logs, policy,
                                       extra_env={"JOB_COMPLETION_INDEX": str(i)} if indexed else {},
                                       worker_ports=hosts if indexed else None)
                         for i in range(count)]
-            limit = spec.get("backoffLimit")
+            limit, per_index = spec.get("backoffLimit"), spec.get("backoffLimitPerIndex")
+            if limit is None:  # Kubernetes' defaults: 6, or no overall limit with a limit per index
+                limit = JOB_BACKOFF_LIMIT if per_index is None else None
+            max_failed = spec.get("maxFailedIndexes")
             return _Workload(kind, name, namespace, dict(obj), replicas,
-                             backoff_limit=JOB_BACKOFF_LIMIT if limit is None else int(limit))
+                             backoff_limit=None if limit is None else int(limit),
+                             backoff_limit_per_index=None if per_index is None else int(per_index),
+                             max_failed_indexes=None if max_failed is None else int(max_failed),
+                             pod_failure_rules=list((spec.get("podFailurePolicy") or {}).get("rules") or []))
         # Deployment
         replicas = [self._replica("Pod", i, template, logs, "Always") for i in range(int(spec.get("replicas", 1)))]
         return _Workload(kind, name, namespace, dict(obj), replicas)
@@ -497,7 +531,8 @@ class LocalBackend(Backend):
             # Cluster DNS: pod i of the Indexed Job answers on localhost:<port i>.
             env[WORKER_HOSTS_ENV] = ",".join(f"localhost:{p}" for p in worker_ports)
         env.update(extra_env)
-        return _Replica(rtype, index, argv, env, logs / f"{rtype.lower()}-{index}.log", policy, ports)
+        return _Replica(rtype, index, argv, env, logs / f"{rtype.lower()}-{index}.log", policy,
+                        container.get("name") or "", ports)
 
     # -- the processes ------------------------------------------------------------
     def _start(self, w: _Workload, r: _Replica) -> None:
@@ -553,6 +588,9 @@ class LocalBackend(Backend):
                 continue
             if code != 0:
                 r.failures += 1
+            if w.kind == "Job":
+                self._job_controller(w, r, code)
+                continue
             if not r.wants_restart(code):
                 r.state = "Succeeded" if code == 0 else "Failed"
                 continue
@@ -572,12 +610,41 @@ class LocalBackend(Backend):
         if w.finished:
             self._clean_pods(w)
 
+    def _job_controller(self, w: _Workload, r: _Replica, code: int) -> None:
+        """The Job controller's decision when pod ``r`` of Job ``w`` exited with ``code``."""
+        if code == 0:
+            r.state = "Succeeded"
+            return
+        rule, action = pod_failure_action(w.pod_failure_rules, r.container, code)
+        pod = f"{w.namespace}/{w.name}-{r.index}"
+        if action == "FailJob":
+            r.state = "Failed"
+            w.condition(JobPhase.FAILED, "PodFailurePolicy",
+                        f"Container {r.container} for pod {pod} failed with exit code {code} matching "
+                        f"FailJob rule at index {rule}")
+            return
+        if action != "Ignore":
+            r.counted_failures += 1
+        if w.backoff_limit_per_index is not None:
+            if action == "FailIndex" or r.counted_failures > w.backoff_limit_per_index:
+                r.state = "Failed"
+                failed = sum(x.state == "Failed" for x in w.replicas)
+                if w.max_failed_indexes is None or failed > w.max_failed_indexes:
+                    w.condition(JobPhase.FAILED, "FailedIndexes", "Job has failed indexes")
+                return
+        elif w.backoff_limit is not None and sum(x.counted_failures for x in w.replicas) > w.backoff_limit:
+            r.state = "Failed"
+            w.condition(JobPhase.FAILED, "BackoffLimitExceeded", "Job has reached the specified backoff limit")
+            return
+        r.restarts += 1  # (a Job has no Restarting condition: its status counts the failed pods)
+        self._start(w, r)
+
     def _update_phase(self, w: _Workload) -> None:
         by_type: dict[str, list[_Replica]] = {}
         for r in w.replicas:
             by_type.setdefault(r.rtype, []).append(r)
         failed = [r for r in w.replicas if r.state == "Failed"]
-        if failed:
+        if failed and w.kind != "Job":  # (a Job's failures: _job_controller decides)
             r = failed[0]
             w.condition(JobPhase.FAILED, f"{w.kind}Failed",
                         f"{w.kind} {w.name} has failed because {len(failed)} replica(s) failed "
@@ -629,8 +696,11 @@ class LocalBackend(Backend):
                 counts = replicas.setdefault(r.rtype, ReplicaStatus())
                 counts.active += r.state == "Running"
                 counts.succeeded += r.state == "Succeeded"
-                counts.failed += r.state == "Failed"
-                counts.restarts += r.restarts
+                # A Job's pod with restartPolicy Never is retried in a new pod, and the failed one stays,
+                # counted in status.failed; other pods restart their container (restartCount).
+                new_pods = w.kind == "Job" and r.restart_policy == "Never"
+                counts.failed += r.failures if new_pods else r.state == "Failed"
+                counts.restarts += 0 if new_pods else r.restarts
             return JobStatus(w.name, w.kind, w.namespace, w.phase, replicas,
                              [dict(c) for c in w.conditions], w.message)
 
@@ -714,6 +784,32 @@ class LocalBackend(Backend):
         volume_agent.remove([str(paths.on_this_machine(p)) for p in volume_paths])
 
     # -- delete -----------------------------------------------------------------
+    def delete_pod(self, name: str, replica: str | None = None, index: int = 0, kind: str | None = None) -> str:
+        """Delete one running pod of a job, as ``kubectl delete pod`` does: its process gets SIGTERM.
+
+        A TFJob then fails at once (operator v1.9.4); a Job judges the pod's exit like any other
+        failure (its ``podFailurePolicy``), and gives the index a new pod.
+        """
+        with self._lock:
+            w = self._find(name, kind)
+            r = self._replica_of(w, replica, index)
+            pod = f"{w.name}-{r.label}" if w.kind == "TFJob" else f"{w.name}-{r.index}"
+            if r.state != "Running" or w.finished:
+                raise NotFoundError(f"{w.kind} {w.name} has no running pod for {r.label} (it is {r.state})")
+            if w.kind == "TFJob":
+                self._stop([r])
+                r.state = "Failed"
+                w.condition(JobPhase.FAILED, "TFJobFailed",  # the operator's words
+                            f"TFJob {w.namespace}/{w.name} has failed because 1 {r.rtype} replica(s) failed.")
+                self._clean_pods(w)
+            else:
+                proc = r.proc
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+                # The kubelet's grace period, then SIGKILL (if it is still the same process).
+                threading.Timer(STOP_GRACE_SECONDS, lambda: proc.poll() is None and _kill_group(proc.pid)).start()
+        return pod
+
     def delete_job(self, name: str, kind: str | None = None) -> None:
         """Stop every process of the job and forget it (and the Service submitted with it). Idempotent."""
         try:
