@@ -8,7 +8,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHMARKS = ["training", "distributed", "serving", "container", "sweep_on_cluster"]
+BENCHMARKS = ["training", "distributed", "lost_pod", "serving", "container", "sweep_on_cluster"]
 
 
 def main() -> int:
