@@ -128,6 +128,13 @@ def _finish(processes, waits_for):
 
 
 DISTRIBUTED = ["--architecture", "mlp", "--epochs", "2", "--train-limit", "10000"]
+# Parameter-server training is asynchronous: two workers apply gradients computed from
+# weights the other may already have changed, in an order that varies from run to run,
+# so its accuracy varies too (the seed fixes the data, not the interleaving). With
+# DISTRIBUTED's 10,000 images the test accuracy was 0.898-0.913 (8 runs, one below the
+# 0.9 this test asks for); with 20,000 images 0.927-0.933 (9 runs), comfortably above,
+# for a few seconds more (the four processes' start-up dominates the test's 23-50 s).
+PARAMETER_SERVER = ["--architecture", "mlp", "--epochs", "2", "--train-limit", "20000"]
 
 
 @pytest.mark.slow
@@ -150,7 +157,7 @@ def test_two_worker_multi_worker_training(tmp_path):
 @pytest.mark.slow
 def test_parameter_server_training(tmp_path):
     shape = {"Chief": 1, "PS": 1, "Worker": 2}
-    processes = _launch_cluster(shape, DISTRIBUTED + run_dirs(tmp_path))
+    processes = _launch_cluster(shape, PARAMETER_SERVER + run_dirs(tmp_path))
     outputs = _finish(processes, [("chief", 0)])
     code, out = outputs[("chief", 0)]
     assert code == 0, out[-3000:]

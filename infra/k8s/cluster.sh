@@ -386,6 +386,23 @@ operator_up() {
   "$PYTHON" "$HERE/training_operator.py" certs "$KUBECONFIG_FILE" "$WEBHOOK_CERTS/serving-certs" \
     >>"$LOGS/operator-setup.log" 2>&1 || { tail -n 20 "$LOGS/operator-setup.log" >&2; die "training operator certificates were not created"; }
   wait_for training-operator 120 curl -sf http://127.0.0.1:18081/readyz
+  operator_webhook_wait
+}
+# readyz is not enough: it is ready once the certificates are there and the webhook server listens,
+# but the operator registers the TFJob handler afterwards (a goroutine), and a TFJob created in
+# between fails with HTTP 500 'failed calling webhook "validator.tfjob.training-operator.kubeflow.org":
+# ... the server could not find the requested resource'. So wait until a server-side dry-run create of
+# a valid TFJob passes the webhook and an invalid one is denied by it (training_operator.py wait-webhook).
+operator_webhook_wait() {
+  local t0 log=$LOGS/training-operator.log
+  t0=$(now)
+  if ! "$PYTHON" "$HERE/training_operator.py" wait-webhook "$KUBECONFIG_FILE" "$log" \
+      "$(cat "$PIDS/training-operator.pid" 2>/dev/null)" "${OPERATOR_WEBHOOK_TIMEOUT:-90}" >>"$LOGS/operator-setup.log" 2>&1; then
+    echo "ERROR: $(tail -n 1 "$LOGS/operator-setup.log")" >&2
+    echo "last lines of $log:" >&2; tail -n 20 "$log" >&2 || true
+    die "the training operator's webhook does not validate TFJobs (operator log: $log)"
+  fi
+  timing "operator webhook" "validates TFJobs" "$t0"
 }
 
 # --- up ---------------------------------------------------------------------------------------
@@ -589,7 +606,7 @@ case $cmd in
     import_images "$@" ;;
   install-operator)
     need_running
-    if alive training-operator; then echo "training operator already running"
+    if alive training-operator; then echo "training operator already running"; operator_webhook_wait
     else "$HERE/build.sh" training-operator | sed 's/^/  build: /'; operator_up; fi ;;
   *) echo "usage: cluster.sh up | down [--purge] | status | import IMAGE... | install-operator" >&2; exit 2 ;;
 esac
