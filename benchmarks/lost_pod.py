@@ -111,7 +111,8 @@ def main() -> int:
         "median_wall_seconds": {kind: med(kind, "wall_seconds") for kind in runs},
         "median_epoch_seconds": epoch,
         "lost_seconds": round(lost, 1),
-        "accuracy_difference": round(abs(med("deleted_worker", "test_accuracy") - med("undisturbed", "test_accuracy")), 4),
+        "accuracy_difference": round(abs(med("deleted_worker", "test_accuracy")
+                                         - med("undisturbed", "test_accuracy")), 4),
         "target_lost_seconds_at_most": round(epoch + TARGET_EXTRA_SECONDS, 1),
         "target_met": lost <= epoch + TARGET_EXTRA_SECONDS,
     }

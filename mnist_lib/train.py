@@ -379,7 +379,9 @@ class _TrainingRun:
             val_loss, val_accuracy = self._evaluate("validation")
             record = {"epoch": epoch, "loss": loss, "accuracy": accuracy, "val_loss": val_loss,
                       "val_accuracy": val_accuracy, "seconds": round(seconds, 3),
-                      "cumulative_seconds": round(training_seconds, 3)}
+                      "cumulative_seconds": round(training_seconds, 3),
+                      # Where the process that trained this epoch started: a change shows a restart.
+                      "resumed_from_epoch": start_epoch}
             history.append(record)
             self._write_epoch(writers, record, history)
             self._show_epoch(bar, record, seconds)

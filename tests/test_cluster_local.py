@@ -190,6 +190,8 @@ def test_deleted_indexed_job_pod_is_replaced_and_training_resumes(backend, outpu
     assert "error: lost a peer (" in survivor
     run = result(outputs, "lost-pod")
     assert run["resumed_from_epoch"] >= 1 and [h["epoch"] for h in run["history"]] == [1, 2, 3]
+    # The history shows the restart: epoch 1 by the first processes, the rest after resuming.
+    assert run["history"][0]["resumed_from_epoch"] == 0 and run["history"][-1]["resumed_from_epoch"] >= 1
 
 
 @pytest.mark.slow

@@ -266,10 +266,13 @@ class Backend(ABC):
         found: list[str] = []
 
         def logged() -> bool:
+            status = self.get_job(name, kind)
+            self.check_pods(status)  # a pod that can never start: say why now, not at the timeout
             logs = self.get_job_logs(name, replica=replica, index=index, kind=kind)
             found[:] = [line for line in logs.splitlines() if text in line][:1]
-            if not found and self.get_job(name, kind).finished:
-                raise JobFailedError(f"{name} ended without logging {text!r}", self.get_job(name, kind), logs)
+            if not found and status.finished:
+                raise JobFailedError(f"{status.kind} {name} is {status.phase} and never logged {text!r}",
+                                     status, logs)
             return bool(found)
 
         def timed_out() -> JobTimeoutError:

@@ -46,7 +46,7 @@ from mnist_lib import manifests
 from mnist_lib.cluster import diagnose
 from mnist_lib.cluster.base import Backend, PortForward, as_list, canonical_replica, in_namespace, main_replica
 from mnist_lib.cluster.types import (INSTALL_OPERATOR, ClusterError, ClusterUnreachableError, ConflictError,
-                                     ForbiddenError, InvalidObjectError, JobPhase, JobStatus, Manifest,
+                                     ForbiddenError, InvalidObjectError, JobPhase, JobStatus, JobTimeoutError, Manifest,
                                      NoClusterError, NotFoundError, Objects, OperatorMissingError,
                                      ReplicaStatus)
 from mnist_lib.cluster.volume import VolumeClient, websocket_headers
@@ -61,6 +61,7 @@ JOB_API_VERSIONS = {"TFJob": "/".join(TFJOB[:2]), "Job": "batch/v1"}
 PHASES = {phase.value for phase in JobPhase}  # the TFJob conditions that are phases
 SERVICE_ACCOUNT_TIMEOUT = 30.0  # a new namespace's "default" ServiceAccount is made within a second or two
 VOLUME_START_TIMEOUT = 180.0  # the volume helper pod's first start (an image pull on a fresh node)
+POD_DELETION_TIMEOUT = 90.0  # a deleted training job's pods: training exits at once on SIGTERM
 
 
 def load_api_client(context: str | None = None) -> client.ApiClient:
@@ -156,6 +157,8 @@ class KubernetesBackend(Backend):
                 return NotFoundError(f"namespace {details.get('name')} does not exist: apply a Namespace object "
                                      f"first (or `kubectl create namespace {details.get('name')}`).")
             return NotFoundError(f"{where} does not exist: {message}")
+        if err.status == 400 and "waiting to start" in message:  # logs of a container not started yet
+            return NotFoundError(f"{where} has no log yet: {message}")
         if err.status == 409:
             return ConflictError(f"cannot {verb} {where}: {message}. Another tool changed it, or it is being "
                                  "deleted: wait a moment and retry, or delete it first.")
@@ -264,14 +267,29 @@ class KubernetesBackend(Backend):
         except (NotFoundError, OperatorMissingError, InvalidObjectError):
             pass  # already gone (or a kind this cluster does not serve: never made): deleting is idempotent
 
-    def delete_job(self, name: str, kind: str | None = None) -> None:
-        """Delete the job, its pods, and the Services submitted with it by this client."""
+    def delete_job(self, name: str, kind: str | None = None, timeout: float = POD_DELETION_TIMEOUT) -> None:
+        """Delete the job, its pods, and the Services submitted with it by this client.
+
+        Returns once a training job's pods are gone, as the local backend does: a job submitted
+        again under the same name gets pods of the same names, which must not meet the old ones."""
         kinds = [kind or self._kinds.get(name)] if (kind or name in self._kinds) else ["TFJob", "Job"]
         for k in kinds:
             self._delete_one({"apiVersion": JOB_API_VERSIONS[k], "kind": k, "metadata": {"name": name}})
         for companion in self._companions.pop(name, []):
             self._delete_one(companion)
         self._kinds.pop(name, None)
+        selectors = [self._selector(k, name) for k in kinds if k in ("TFJob", "Job")]
+
+        def pods_gone() -> bool:
+            return not any(self._pods(selector) for selector in selectors)
+
+        def timed_out() -> JobTimeoutError:
+            return JobTimeoutError(
+                f"the pods of {name} are still there {timeout:.0f} s after it was deleted; see "
+                f"`kubectl -n {self.namespace} get pods -l {selectors[0]}`")
+
+        if selectors:
+            wait_until(pods_gone, timeout, interval=0.5, on_timeout=timed_out)
 
     def delete_pod(self, name: str, replica: str | None = None, index: int = 0, kind: str | None = None) -> str:
         pod, _ = self._pod_of(name, replica, index, kind)
