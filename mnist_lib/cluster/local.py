@@ -807,7 +807,9 @@ class LocalBackend(Backend):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(proc.pid, signal.SIGTERM)
                 # The kubelet's grace period, then SIGKILL (if it is still the same process).
-                threading.Timer(STOP_GRACE_SECONDS, lambda: proc.poll() is None and _kill_group(proc.pid)).start()
+                kill = threading.Timer(STOP_GRACE_SECONDS, lambda: proc.poll() is None and _kill_group(proc.pid))
+                kill.daemon = True
+                kill.start()
         return pod
 
     def delete_job(self, name: str, kind: str | None = None) -> None:
