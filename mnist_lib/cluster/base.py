@@ -279,7 +279,7 @@ class Backend(ABC):
             return JobTimeoutError(f"{name}: no log line with {text!r} after {timeout:.0f} s; "
                                    "look at its logs (get_job_logs)")
 
-        wait_until(logged, timeout, interval=0.5, retry_on=(NotFoundError,), on_timeout=timed_out)
+        wait_until(logged, timeout, interval=1.0, retry_on=(NotFoundError,), on_timeout=timed_out)
         return found[0]
 
     def create_job(self, objects: Objects) -> str:
