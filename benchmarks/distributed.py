@@ -21,15 +21,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
+from benchmarks import when_and_where
 from mnist_lib import paths
 
 RESULTS = Path(__file__).resolve().parent / "results" / "distributed.json"
@@ -93,9 +92,7 @@ def main() -> None:
     ratio = summary["multi_worker"]["wall_seconds"] / summary["single"]["wall_seconds"]
     report = {
         "what": f"MLP, 55,000 images, {args.epochs} epoch(s): 2-worker local TFJob vs one process",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2),
-                    "python": platform.python_version()},
+        **when_and_where(),
         "repeats": args.repeats,
         "median": summary,
         "runs": runs,

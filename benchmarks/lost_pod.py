@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
+from benchmarks import when_and_where
 from mnist_lib import paths
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -103,9 +102,7 @@ def main() -> int:
     report = {
         "what": f"2-worker Indexed Job, MLP, 55,000 images, {EPOCHS} epochs; worker 1's pod deleted after epoch 1",
         "backend": args.backend,
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2),
-                    "python": platform.python_version()},
+        **when_and_where(),
         "repeats": args.repeats,
         "runs": runs,
         "median_wall_seconds": {kind: med(kind, "wall_seconds") for kind in runs},

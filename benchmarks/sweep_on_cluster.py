@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
+from benchmarks import when_and_where
 from mnist_lib import paths
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sweep_on_cluster.json"
@@ -101,9 +100,7 @@ def main() -> int:
     p95 = latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))] if latencies else None
     report = {
         "what": "chapter 07's sweep (6 TFJob trials, 2 at a time) on the test cluster; notebook folder not the volume",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2),
-                    "python": platform.python_version()},
+        **when_and_where(),
         "sweep_wall_seconds": round(wall, 1),
         "trials": {s: n for s, n in result.by_status().items()},
         "epochs_seen": len(latencies),

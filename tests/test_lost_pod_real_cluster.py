@@ -15,7 +15,6 @@ for the deletion to land inside the run. Namespace ``mnist-lost``, its own claim
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Iterator
 
@@ -48,17 +47,13 @@ def kube(_real_cluster_base: RealCluster) -> Iterator[Backend]:
 @pytest.fixture(scope="module")
 def here(tmp_path_factory) -> Iterator[Backend]:
     """The local backend, its outputs in a folder of this test module."""
-    previous = os.environ.get("MNIST_OUTPUT_DIR")
-    os.environ["MNIST_OUTPUT_DIR"] = str(tmp_path_factory.mktemp("lost-pod-outputs"))
-    backend = LocalBackend(namespace=NS, state_dir=tmp_path_factory.mktemp("lost-pod-state"))
-    try:
-        yield backend
-    finally:
-        backend.shutdown()
-        if previous is None:
-            os.environ.pop("MNIST_OUTPUT_DIR", None)
-        else:
-            os.environ["MNIST_OUTPUT_DIR"] = previous
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MNIST_OUTPUT_DIR", str(tmp_path_factory.mktemp("lost-pod-outputs")))
+        backend = LocalBackend(namespace=NS, state_dir=tmp_path_factory.mktemp("lost-pod-state"))
+        try:
+            yield backend
+        finally:
+            backend.shutdown()
 
 
 def _fresh(backend: Backend, name: str, objects) -> None:
