@@ -281,7 +281,10 @@ class KubernetesBackend(Backend):
         selectors = [self._selector(k, name) for k in kinds if k in ("TFJob", "Job")]
 
         def pods_gone() -> bool:
-            return not any(self._pods(selector) for selector in selectors)
+            try:
+                return not any(self._pods(selector) for selector in selectors)
+            except NotFoundError:
+                return True  # the namespace itself is gone, and its pods with it
 
         def timed_out() -> JobTimeoutError:
             return JobTimeoutError(
