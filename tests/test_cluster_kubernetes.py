@@ -65,6 +65,7 @@ class FakeKubernetesAPI:
         self.requests: list[dict] = []
         self.discovery: list[str] = []
         self.routes: dict[tuple[str, str], tuple[int, object]] = {}
+        self.filter_by_labels = False  # lists answer every item unless a test asks for the server's filtering
         self.documents = discovery_documents(resources)
         fake = self
 
@@ -82,6 +83,8 @@ class FakeKubernetesAPI:
                         "content_type": self.headers.get("Content-Type"),
                         "body": json.loads(raw) if raw else None})
                     status, body = fake.routes.get((self.command, url.path), (404, not_found()))
+                    if fake.filter_by_labels:
+                        body = _select(body, parse_qs(url.query).get("labelSelector", [""])[0])
                 data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json" if not isinstance(body, str) else "text/plain")
@@ -105,6 +108,15 @@ class FakeKubernetesAPI:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def _select(body, selector: str):
+    """A list's items that match an equality label selector (``a=b,c=d``), as the API server filters."""
+    if not selector or not isinstance(body, dict) or "items" not in body:
+        return body
+    wanted = dict(term.split("=", 1) for term in selector.split(","))
+    return {**body, "items": [item for item in body["items"]
+                              if wanted.items() <= ((item.get("metadata") or {}).get("labels") or {}).items()]}
 
 
 def not_found(name: str | None = None, kind: str | None = None) -> dict:
@@ -272,15 +284,24 @@ def test_job_complete_reads_as_succeeded(api):
     assert status.phase == cluster.JobPhase.SUCCEEDED and status.replicas["Pod"].succeeded == 1
 
 
+def tfjob_pod(rtype: str, index: int, exit_code: int | None = None, finished: str = "") -> dict:
+    """A pod as the operator labels it; with ``exit_code``, its container has ended."""
+    labels = {"training.kubeflow.org/job-name": "mnist-tfjob", "training.kubeflow.org/replica-type": rtype,
+              "training.kubeflow.org/replica-index": str(index)}
+    state = {"terminated": {"exitCode": exit_code, "finishedAt": finished}} if exit_code is not None else {}
+    return {"metadata": {"name": f"mnist-tfjob-{rtype}-{index}", "creationTimestamp": "2026-01-01T00:00:00Z",
+                         "labels": labels},
+            "status": {"containerStatuses": [{"name": "tensorflow", "image": "mnist:1", "imageID": "", "ready": False,
+                                              "restartCount": 0, "state": state}]}}
+
+
 def test_failed_tfjob_raises_with_the_log_tail(api):
     failed = {**tfjob(), "status": {
         "conditions": [{"type": "Failed", "status": "True", "reason": "TFJobFailed",
                         "message": "TFJob mnist/mnist-tfjob has failed because 1 Worker replica(s) failed."}],
         "replicaStatuses": {"Worker": {"failed": 1, "active": 1}}}}
     api.routes[("GET", TFJOB_PATH)] = (200, failed)
-    pod = {"metadata": {"name": "mnist-tfjob-worker-0", "creationTimestamp": "2026-01-01T00:00:00Z",
-                        "labels": {"training.kubeflow.org/replica-type": "worker"}}, "status": {}}
-    api.routes[("GET", PODS_PATH)] = (200, {"kind": "PodList", "items": [pod]})
+    api.routes[("GET", PODS_PATH)] = (200, {"kind": "PodList", "items": [tfjob_pod("worker", 0)]})
     api.routes[("GET", f"{PODS_PATH}/mnist-tfjob-worker-0/log")] = (200, "epoch 1\nerror: out of memory\n")
     with pytest.raises(cluster.JobFailedError) as err:
         api.backend().wait_for_job_conditions("mnist-tfjob", kind="TFJob", progress=False)
@@ -292,6 +313,23 @@ def test_failed_tfjob_raises_with_the_log_tail(api):
     selectors = [r["query"]["labelSelector"][0] for r in api.requests if r["path"] == PODS_PATH]
     assert ("training.kubeflow.org/job-name=mnist-tfjob,training.kubeflow.org/replica-type=worker,"
             "training.kubeflow.org/replica-index=0") in selectors
+
+
+def test_the_log_tail_is_the_failed_pods_not_pod_0s(api):
+    """Worker 1 failed first; the operator then stopped worker 0 (cleanPodPolicy), whose log says nothing."""
+    api.filter_by_labels = True
+    failed = {**tfjob(), "status": {
+        "conditions": [{"type": "Failed", "status": "True", "message": "1 Worker replica(s) failed."}],
+        "replicaStatuses": {"Worker": {"failed": 2}}}}
+    api.routes[("GET", TFJOB_PATH)] = (200, failed)
+    pods = [tfjob_pod("worker", 0, 143, "2026-01-01T00:00:09Z"), tfjob_pod("worker", 1, 2, "2026-01-01T00:00:07Z")]
+    api.routes[("GET", PODS_PATH)] = (200, {"kind": "PodList", "items": pods})
+    api.routes[("GET", f"{PODS_PATH}/mnist-tfjob-worker-0/log")] = (200, "stopping: SIGTERM\n")
+    api.routes[("GET", f"{PODS_PATH}/mnist-tfjob-worker-1/log")] = (200, "error: --learning-rate 5 ...\n")
+    with pytest.raises(cluster.JobFailedError) as err:
+        api.backend().wait_for_job_conditions("mnist-tfjob", kind="TFJob", progress=False)
+    assert "log lines of worker 1 ---\nerror: --learning-rate" in str(err.value)
+    assert "submit it again" not in str(err.value)  # it has a reason of its own: no lost-pod hint
 
 
 @pytest.mark.parametrize("reason", ["ImagePullBackOff", "ErrImageNeverPull"])

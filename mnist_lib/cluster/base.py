@@ -31,6 +31,11 @@ JOB_KINDS = ("Job", "TFJob")
 
 # -- reading the objects a backend is given -------------------------------------
 
+def _error_lines(log: str) -> list[str]:
+    """The trainer's own one-line reasons (``error: ...``) in a log, not a peer's loss."""
+    return [line for line in log.splitlines() if line.startswith("error:") and PEER_LOST_SAYS not in line]
+
+
 def as_list(objects: Objects) -> list[dict[str, Any]]:
     """Accept one object or a list of them; check each looks like a Kubernetes object."""
     items = [objects] if isinstance(objects, Mapping) else list(objects)
@@ -320,8 +325,8 @@ class Backend(ABC):
                 # the operator a TFJob's running pods: keep the last log tail we could read.
                 kept_at = time.monotonic()
                 try:
-                    crash_logs = self._log_tail(status, self._failing_replica(status, count_restarts=True)) \
-                        or crash_logs
+                    replica = self._failing_replica(status, count_restarts=True)
+                    crash_logs = self._log_tail(status, replica, self._failed_index(status, replica)) or crash_logs
                 except (ClusterError, OSError):
                     pass  # not readable right now (a container restarting): keep the previous tail
             if time.monotonic() > deadline:
@@ -353,9 +358,14 @@ class Backend(ABC):
                    if counts.failed or (count_restarts and counts.restarts)]
         return failing[0] if failing else main_replica(status.kind, status.replicas)
 
-    def _log_tail(self, status: JobStatus, replica: str) -> str:
-        """The last lines of replica ``replica`` 0's log."""
-        return self.get_job_logs(status.name, replica=replica, index=0, tail=LOG_TAIL_LINES, kind=status.kind)
+    def _log_tail(self, status: JobStatus, replica: str, index: int) -> str:
+        """The last lines of the log of pod ``index`` of ``replica``."""
+        return self.get_job_logs(status.name, replica=replica, index=index, tail=LOG_TAIL_LINES, kind=status.kind)
+
+    def _failed_index(self, status: JobStatus, replica: str) -> int:
+        """The index of the first pod of ``replica`` to fail, or 0. It matters: when worker 1 fails
+        first, the operator deletes worker 0 (cleanPodPolicy), whose log then says nothing."""
+        return 0
 
     def failure(self, status: JobStatus, crash_logs: str = "") -> JobFailedError:
         """A :class:`JobFailedError` with the tail of the failing replica's logs.
@@ -364,19 +374,22 @@ class Backend(ABC):
         (and log) is gone by now, as on a cluster after the Job controller gave up.
         """
         replica = self._failing_replica(status)
+        index = 0
         try:
-            logs = self._log_tail(status, replica)
+            index = self._failed_index(status, replica)
+            logs = self._log_tail(status, replica, index)
         except (ClusterError, OSError) as err:  # the failure matters more than missing logs
             logs = crash_logs or f"(logs unavailable: {err})"
+        if _error_lines(crash_logs) and not _error_lines(logs):
+            logs = crash_logs  # the pod that said why is gone; the one read now was only stopped
         reason = status.message or "a replica failed"
         hint = ""
-        errors = [line for line in logs.splitlines() if line.startswith("error:") and PEER_LOST_SAYS not in line]
-        if status.kind == "TFJob" and not errors:  # no error of its own: a pod was lost (or its log is)
+        if status.kind == "TFJob" and not _error_lines(logs):  # no error of its own: a pod was lost (or its log is)
             hint = ("\nIf a pod of this TFJob was deleted or evicted: operator v1.9.4 then fails the TFJob whatever "
                     "its restartPolicy (kubeflow/trainer#1560). Delete it and submit it again (delete_job, then "
                     "create_job; no clear_outputs) and it resumes from its latest checkpoint. An Indexed Job "
                     "(manifests.indexed_job) replaces a lost pod by itself.")
         return JobFailedError(
             f"{status.kind} {status.name} failed: {reason}\n"
-            f"--- last {LOG_TAIL_LINES} log lines of {replica.lower()} 0 ---\n{logs.rstrip()}{hint}",
+            f"--- last {LOG_TAIL_LINES} log lines of {replica.lower()} {index} ---\n{logs.rstrip()}{hint}",
             status, logs)

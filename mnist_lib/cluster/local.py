@@ -712,6 +712,12 @@ class LocalBackend(Backend):
                 return r
         raise NotFoundError(f"{w.kind} {w.name} has no {rtype.lower()} {index}")
 
+    def _failed_index(self, status: JobStatus, replica: str) -> int:
+        """The first replica of this type that failed by itself (those the cleanup stopped are Stopped)."""
+        w = self._find(status.name, status.kind)
+        rtype = "Pod" if w.kind != "TFJob" else replica
+        return next((r.index for r in w.replicas if r.rtype == rtype and r.state == "Failed"), 0)
+
     def get_job_logs(self, name: str, replica: str | None = None, index: int = 0,
                      tail: int | None = None, kind: str | None = None) -> str:
         r = self._replica_of(self._find(name, kind), replica, index)
