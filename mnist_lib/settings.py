@@ -2,8 +2,10 @@
 
 One module reads them, so every object of the course takes the same values:
 
-- ``MNIST_NAMESPACE``: the Kubernetes namespace of your jobs, servers and volume
-  (default ``mnist``). In a workshop each attendee has their own.
+- ``MNIST_NAMESPACE``: the Kubernetes namespace of your jobs, servers and volume. Unset:
+  the namespace of your kubeconfig's current context (as kubectl), else, inside a pod,
+  the pod's own namespace, else ``mnist``. In a workshop each attendee has their own,
+  and the kubeconfig the instructor hands out names it (``python -m mnist_lib.room``).
 - ``MNIST_IMAGE``: the course image the pods run (default ``mnist-course:latest``,
   what chapter 02 builds and loads into kind). On a shared cluster, the image you
   pushed to a registry the cluster can pull from, e.g. ``registry.example.com/you/mnist-course:1``.
@@ -24,6 +26,7 @@ here, naming the variable, before anything is sent to a cluster.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from mnist_lib import checks
 from mnist_lib.constants import DEFAULT_NAMESPACE
@@ -59,9 +62,50 @@ def check_image(image: str, what: str = "image") -> str:
     return checks.check_image(what, image, DEFAULT_IMAGE, SettingsError)
 
 
+IN_CLUSTER_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
 def namespace() -> str:
-    """The namespace of every object the course creates: ``$MNIST_NAMESPACE`` or ``mnist``."""
-    return check_dns_label(_env(NAMESPACE_ENV) or DEFAULT_NAMESPACE, NAMESPACE_ENV)
+    """The namespace of every object the course creates (``MNIST_NAMESPACE``, see above)."""
+    return namespace_and_source()[0]
+
+
+def namespace_and_source() -> tuple[str, str]:
+    """The namespace and where it comes from: the variable, the kubeconfig, the pod, or the default."""
+    if _env(NAMESPACE_ENV):
+        return check_dns_label(_env(NAMESPACE_ENV), NAMESPACE_ENV), "set"
+    from_kubeconfig = kubeconfig_namespace()
+    if from_kubeconfig:
+        return check_dns_label(from_kubeconfig, "the kubeconfig context's namespace"), "your kubeconfig's context"
+    if os.environ.get("KUBERNETES_SERVICE_HOST") and IN_CLUSTER_NAMESPACE_FILE.is_file():
+        return check_dns_label(IN_CLUSTER_NAMESPACE_FILE.read_text().strip(), "this pod's namespace"), "this pod's"
+    return DEFAULT_NAMESPACE, "default"
+
+
+def kubeconfig_namespace() -> str:
+    """The namespace of the kubeconfig's current context, as kubectl reads it ('' if none).
+
+    ``KUBECONFIG`` may list several files: the first one that names a current context
+    wins, as in kubectl. A workshop's kubeconfig (``mnist_lib.room``) names the attendee's.
+    """
+    files = [Path(p).expanduser() for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p] \
+        or [Path.home() / ".kube" / "config"]
+    try:
+        import yaml  # not at the top: a training pod reads no kubeconfig
+    except ImportError:
+        return ""
+    docs = []
+    for file in files:
+        try:
+            docs.append(yaml.safe_load(file.read_text()) or {})
+        except (OSError, yaml.YAMLError):
+            continue
+    current = next((d.get("current-context") for d in docs if isinstance(d, dict) and d.get("current-context")), "")
+    for doc in docs:
+        for ctx in (doc.get("contexts") or []) if isinstance(doc, dict) else []:
+            if isinstance(ctx, dict) and ctx.get("name") == current:
+                return str((ctx.get("context") or {}).get("namespace") or "")
+    return ""
 
 
 def image() -> str:
@@ -108,7 +152,7 @@ def in_use() -> list[tuple[str, str, str]]:
         return env, value, "set" if _env(env) else default
 
     return [
-        row(NAMESPACE_ENV, namespace(), "default"),
+        (NAMESPACE_ENV, *namespace_and_source()),
         row(IMAGE_ENV, image(), "default"),
         row(PULL_SECRETS_ENV, ", ".join(image_pull_secrets()) or "(none)", "default"),
         row(STORAGE_CLASS_ENV, storage_class() or "(the cluster's default class)", "default"),

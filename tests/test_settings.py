@@ -11,6 +11,7 @@ def test_defaults_fit_a_laptop(monkeypatch):
     for env in (settings.NAMESPACE_ENV, settings.IMAGE_ENV, settings.PULL_SECRETS_ENV,
                 settings.STORAGE_CLASS_ENV, settings.ACCESS_MODE_ENV, settings.SERVING_IMAGE_ENV):
         monkeypatch.delenv(env, raising=False)
+    monkeypatch.setenv("KUBECONFIG", "/nonexistent/kubeconfig")
     assert (settings.namespace(), settings.image(), settings.image_pull_secrets(),
             settings.storage_class(), settings.access_mode()) == \
         ("mnist", "mnist-course:latest", [], None, "ReadWriteOnce")
@@ -36,6 +37,19 @@ def test_every_object_takes_the_settings(monkeypatch):
     assert claim["spec"]["storageClassName"] == "nfs" and claim["spec"]["accessModes"] == ["ReadWriteMany"]
     assert [row[0] for row in settings.in_use()][:5] == [
         "MNIST_NAMESPACE", "MNIST_IMAGE", "MNIST_IMAGE_PULL_SECRETS", "MNIST_STORAGE_CLASS", "MNIST_ACCESS_MODE"]
+
+
+def test_the_namespace_comes_from_the_kubeconfig_context_as_in_kubectl(monkeypatch, tmp_path):
+    """A workshop kubeconfig (mnist_lib.room) names the attendee's namespace: nothing else to set."""
+    monkeypatch.delenv(settings.NAMESPACE_ENV, raising=False)
+    first, second = tmp_path / "empty", tmp_path / "room"
+    first.write_text("apiVersion: v1\nkind: Config\n")
+    second.write_text("current-context: ws\ncontexts:\n- name: other\n  context: {namespace: nope}\n"
+                      "- name: ws\n  context: {cluster: c, user: u, namespace: mnist-room-ada}\n")
+    monkeypatch.setenv("KUBECONFIG", f"{first}:{second}")
+    assert settings.namespace_and_source() == ("mnist-room-ada", "your kubeconfig's context")
+    monkeypatch.setenv(settings.NAMESPACE_ENV, "mine")  # the variable wins, as before
+    assert settings.namespace_and_source() == ("mine", "set")
 
 
 @pytest.mark.parametrize("env, value, says", [
