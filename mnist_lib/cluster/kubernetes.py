@@ -85,8 +85,9 @@ class KubernetesBackend(Backend):
     name = "kubernetes"
 
     def __init__(self, namespace: str = DEFAULT_NAMESPACE, api_client: client.ApiClient | None = None,
-                 context: str | None = None):
+                 context: str | None = None, field_manager: str = FIELD_MANAGER):
         self.namespace = namespace
+        self.field_manager = field_manager  # server-side apply's owner of the fields it sets
         self.api_client = api_client or load_api_client(context)
         self.core = client.CoreV1Api(self.api_client)
         self.apps = client.AppsV1Api(self.api_client)
@@ -140,8 +141,9 @@ class KubernetesBackend(Backend):
         if err.status == 401:
             return ForbiddenError(
                 f"the API server did not accept your credentials (401 Unauthorized) when trying to {verb} {where}: "
-                "the token or certificate in your kubeconfig is missing or expired. Log in again "
-                "(e.g. your cloud's get-credentials command) and retry.")
+                "the token or certificate in your kubeconfig is missing, expired or revoked. Log in again "
+                "(e.g. your cloud's get-credentials command) and retry; in a workshop, ask the instructor for a "
+                "new kubeconfig (`python -m mnist_lib.room up --new-tokens` writes them).")
         if err.status == 403:
             check = f"`kubectl auth can-i {verb} {kind.lower()}s -n {namespace}`"
             if verb == "create":  # apply() is a server-side apply: a PATCH that creates, so both verbs
@@ -232,18 +234,21 @@ class KubernetesBackend(Backend):
                     "(`kubectl api-resources` lists what it serves); a custom resource needs its operator "
                     "installed first.") from None
 
-    def apply(self, objects: Objects) -> list[str]:
-        """Server-side apply each object, in order (put a Namespace first)."""
+    def apply(self, objects: Objects, dry_run: bool = False) -> list[str]:
+        """Server-side apply each object, in order (put a Namespace first).
+
+        ``dry_run``: the API server checks everything (validation, RBAC, quota) and stores nothing."""
         items = as_list(objects)
         applied = []
         for obj in items:
-            obj = in_namespace(obj, self.namespace)  # the path and the body must agree on the namespace
-            kind, name = obj["kind"], obj["metadata"]["name"]
             resource = self._resource(obj, "create")
+            if resource.namespaced:
+                obj = in_namespace(obj, self.namespace)  # the path and the body must agree on the namespace
+            kind, name = obj["kind"], obj["metadata"]["name"]
             namespace = self.namespace if resource.namespaced else None
             with self._errors("create", kind, name):
-                resource.server_side_apply(body=obj, name=name, namespace=namespace,
-                                           field_manager=FIELD_MANAGER, force_conflicts=True)
+                resource.server_side_apply(body=obj, name=name, namespace=namespace, field_manager=self.field_manager,
+                                           force_conflicts=True, **({"dry_run": "All"} if dry_run else {}))
             if kind in JOB_API_VERSIONS:
                 self._kinds[name] = kind
                 self._companions[name] = [o for o in items if o["kind"] == "Service"]
@@ -405,6 +410,22 @@ class KubernetesBackend(Backend):
             raise NotFoundError(f"no pod found for {kind} {name} ({selector}); it may not have started yet")
         newest = max(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "")
         return newest["metadata"]["name"], container
+
+    def _failed_index(self, status: JobStatus, replica: str) -> int:
+        """The index label of the pod of ``replica`` whose container failed first (by finishedAt)."""
+        selector = self._selector(status.kind, status.name)
+        if status.kind == "TFJob":
+            selector += f",training.kubeflow.org/replica-type={replica.lower()}"
+        failed: list[tuple[str, int]] = []
+        for pod in self._pods(selector):
+            labels = pod["metadata"].get("labels") or {}
+            index = labels.get("training.kubeflow.org/replica-index", labels.get("batch.kubernetes.io/job-completion-index"))
+            for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+                for state in (cs.get("state"), cs.get("lastState")):
+                    ended = (state or {}).get("terminated") or {}
+                    if ended.get("exitCode") and index is not None:
+                        failed.append((str(ended.get("finishedAt") or ""), int(index)))
+        return min(failed)[1] if failed else 0
 
     def get_job_logs(self, name: str, replica: str | None = None, index: int = 0,
                      tail: int | None = None, kind: str | None = None) -> str:
