@@ -35,13 +35,27 @@ RUN python3 -m venv /opt/venv \
 
 # The dependencies of what runs in a container (training, and the model server of
 # chapter 06), at the exact versions of the course's full lock, constraints.txt.
-# The notebook tools in requirements.txt (JupyterLab, nbval, kubernetes, ...) stay
-# out: smaller image, and some need a newer Python 3.11.x than Debian's 3.11.2
-# (soupsieve 4.1 requires >=3.11.5).
+# The notebook tools come in the next layer, and the test tools (nbval, pytest, the
+# schema validator) not at all. (constraints.txt holds soupsieve at 2.8: 4.x needs a
+# newer Python 3.11.x than Debian's 3.11.2.)
 ARG RUNTIME_PACKAGES="tensorflow tensorboard tensorflow-serving-api keras numpy protobuf grpcio pillow"
 COPY constraints.txt /tmp/deps/
 RUN pip install --quiet -c /tmp/deps/constraints.txt ${RUNTIME_PACKAGES} \
  && rm -rf /tmp/deps
+
+# JupyterLab and what the notebooks import beside the runtime, for a workshop whose attendees
+# have only a browser: `python -m mnist_lib.room up --jupyter` runs this image as their JupyterLab.
+# Training pods never start it. (nbval, pytest and the schema validator stay out.)
+ARG LAB_PACKAGES="jupyterlab ipykernel ipywidgets ipycanvas matplotlib kubernetes PyYAML psutil nbformat"
+COPY constraints.txt /tmp/deps/
+RUN pip install --quiet -c /tmp/deps/constraints.txt ${LAB_PACKAGES} \
+ && rm -rf /tmp/deps \
+ && mkdir -p /opt/venv/share/jupyter/lab/settings \
+ && echo '{"@jupyterlab/notebook-extension:tracker": {"windowingMode": "none"}, \
+            "@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": false}}' \
+      > /opt/venv/share/jupyter/lab/settings/overrides.json
+# (Every cell rendered, not only those in view: the chapters are short. No news or update
+# checks: a room's cluster may have no route to the internet, and a pop-up hides the cells.)
 
 # MNIST, shipped: nothing is downloaded when a container starts.
 COPY data/ /app/data/
@@ -55,6 +69,10 @@ COPY mnist_lib/ /app/mnist_lib/
 RUN pip install --quiet --no-deps --no-build-isolation --editable /app \
  && rm -rf /app/*.egg-info /app/build \
  && cd / && python -c "import mnist_lib.config, mnist_lib.train"
+
+# The chapters, last: their stored outputs change most often. A JupyterLab pod copies them to
+# a writable folder (mnist_lib.manifests.jupyterlab).
+COPY notebooks/*.ipynb /app/notebooks/
 
 ENV MNIST_DATA_DIR=/app/data/mnist \
     MNIST_OUTPUT_DIR=/outputs \

@@ -518,6 +518,47 @@ def tensorboard(name: str = "tensorboard", log_dir: str = OUTPUT_MOUNT, image: s
                                    [("http", TENSORBOARD_PORT)])
 
 
+JUPYTER_PORT = 8888
+JUPYTER_TOKEN_SECRET = "jupyter-token"           # the Secret (key "token") a JupyterLab pod logs in with
+JUPYTER_WORK_DIR = "/home/course/work"           # the notebooks' folder in the pod (a copy of the image's)
+JUPYTER_RESOURCES = {"requests": {"cpu": "100m", "memory": "512Mi"},
+                     "limits": {"cpu": "2", "memory": "4Gi"}}  # chapter 01 trains in the kernel
+
+
+def jupyterlab(name: str = "jupyter", service_account: str = "default", image: str | None = None,
+               env: Mapping[str, str] | None = None, namespace: str | None = None,
+               resources: Mapping[str, Any] = JUPYTER_RESOURCES) -> list[dict[str, Any]]:
+    """A JupyterLab in the cluster with the course's notebooks: ``[Deployment, Service]`` on port 8888.
+
+    For a workshop whose attendees have only a browser (``python -m mnist_lib.room up --jupyter``).
+    The kernel talks to the cluster as ``service_account`` (its token is mounted, and the course
+    reads the pod's namespace), exactly as a laptop with that account's kubeconfig: its output
+    folder is its own (an emptyDir), not the pods' volume, and the volume is reached through the
+    backend. Login is the token in the Secret ``jupyter-token``, key ``token``.
+    """
+    check_name(name, "name")
+    # The image's notebooks are copied into a writable folder first (-n: an edited copy stays).
+    start = (f"mkdir -p {JUPYTER_WORK_DIR} && cp -rn /app/notebooks/. {JUPYTER_WORK_DIR}/ && exec jupyter lab "
+             f"--ip=0.0.0.0 --port={JUPYTER_PORT} --no-browser --ServerApp.root_dir={JUPYTER_WORK_DIR} "
+             '--IdentityProvider.token="$JUPYTER_TOKEN" --LabApp.news_url=None --LabApp.extension_manager=readonly '
+             "--LabApp.expose_app_in_browser=True")
+    container = _container(
+        "jupyterlab", image, ["sh", "-c", start], [], resources,
+        ports=[{"name": "http", "containerPort": JUPYTER_PORT}],
+        env={"MNIST_OUTPUT_DIR": f"{JUPYTER_WORK_DIR}/outputs", "MNIST_BACKEND": "kubernetes", **(env or {})},
+        readiness={"httpGet": {"path": "/api", "port": "http"}, "periodSeconds": 2},
+    )
+    container["env"].append({"name": "JUPYTER_TOKEN", "valueFrom": {"secretKeyRef": {
+        "name": JUPYTER_TOKEN_SECRET, "key": "token"}}})
+    container["volumeMounts"].append({"name": "work", "mountPath": JUPYTER_WORK_DIR})
+    objects = _deployment_and_service(name, _check_namespace(namespace), "jupyterlab", container,
+                                      [("http", JUPYTER_PORT)])
+    pod = objects[0]["spec"]["template"]["spec"]
+    pod["serviceAccountName"] = service_account
+    pod["volumes"].append({"name": "work", "emptyDir": {}})
+    return objects
+
+
 SERVING_CONFIG_DIR = "/etc/tensorflow-serving"  # where the serving pod mounts its ConfigMap
 SERVING_CONFIG_FILE = "models.config"            # the ModelServerConfig's key in it (and file name)
 SERVING_CONFIG_POLL_SECONDS = 30                 # TF Serving re-reads the file this often

@@ -73,7 +73,7 @@ def assert_no_processes_left(backend) -> None:
 
 
 # -- the real Kubernetes cluster (tests/real_cluster.py) ------------------------------
-from real_cluster import _real_cluster_base, cluster_without_operator, real_cluster  # noqa: E402,F401
+from real_cluster import _real_cluster_base, cluster_without_operator, real_cluster, workshop_room  # noqa: E402,F401,E501
 import real_cluster as _real_cluster_module  # noqa: E402
 
 

@@ -381,6 +381,54 @@ def real_cluster(_real_cluster_base: RealCluster) -> RealCluster:
     return _real_cluster_base
 
 
+@dataclass
+class WorkshopRoom:
+    """A room made by the instructor's command, ``python -m mnist_lib.room up`` (mnist_lib.room)."""
+
+    name: str
+    folder: Path             # the attendees' kubeconfigs
+    attendees: list[str]
+    instructor_env: dict[str, str]
+    up_report: dict[str, Any]
+
+    def kubeconfig(self, attendee: str) -> Path:
+        return self.folder / f"{attendee}.kubeconfig"
+
+    def namespace(self, attendee: str) -> str:
+        return f"{self.name}-{attendee}"
+
+    def command(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        """``python -m mnist_lib.room ARGS --room NAME --kubeconfig-dir FOLDER`` as the instructor."""
+        import sys
+
+        return subprocess.run([sys.executable, "-m", "mnist_lib.room", *args, "--room", self.name,
+                               "--kubeconfig-dir", str(self.folder)], cwd=COURSE_ROOT, env=self.instructor_env,
+                              capture_output=True, text=True, timeout=timeout)
+
+
+ROOM = "mnist-room"
+ROOM_SIZE = 3
+
+
+@pytest.fixture(scope="session")
+def workshop_room(real_cluster: RealCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkshopRoom]:
+    """A room of three attendees, made with the instructor's command; `room down` at the end of the session.
+
+    Attendee 1 runs the cluster chapters with its kubeconfig (tests/test_notebooks_on_kubernetes.py);
+    tests/test_room_real_cluster.py tries the others, the isolation, the quota and `room down`."""
+    env = {**os.environ, **real_cluster.env}
+    env.pop("MNIST_NAMESPACE", None)
+    room = WorkshopRoom(ROOM, tmp_path_factory.mktemp("room"), [f"attendee-{i}" for i in range(1, ROOM_SIZE + 1)],
+                        env, {})
+    started = time.monotonic()
+    done = room.command("up", "--attendees", str(ROOM_SIZE), "--hours", "4", "--json")
+    assert done.returncode == 0, f"room up failed:\n{done.stdout}\n{done.stderr}"
+    room.up_report = json.loads(done.stdout)
+    record("room_up_s", {str(ROOM_SIZE): round(time.monotonic() - started, 1)})
+    yield room
+    room.command("down")  # idempotent: the room test's own `down` has usually emptied it already
+
+
 @pytest.fixture
 def cluster_without_operator(_real_cluster_base: RealCluster) -> RealCluster:
     """The cluster before the training operator is installed (these tests run first)."""

@@ -9,9 +9,12 @@ backend's), the operator-free Indexed Job, TensorBoard reached through the
 backend's port-forward, the model server Deployment answering the client, and a
 sweep of TFJobs.
 
-How it runs, as a learner with a kubeconfig to a shared cluster would: in a namespace
-of their own (``MNIST_NAMESPACE=attendee-1``, not the default ``mnist``), with a
-notebook output folder that is a fresh local folder, **not** the pods' volume. The
+How it runs, as attendee 1 of a workshop room would (``python -m mnist_lib.room up``:
+the session fixture ``workshop_room``): with nothing but the kubeconfig the instructor
+handed out, whose token is a ServiceAccount's with the room's Role (not cluster-admin),
+whose context names the attendee's namespace (``mnist-room-attendee-1``, not the default
+``mnist``; no ``MNIST_NAMESPACE``), under the attendee's ResourceQuota and LimitRange,
+with a notebook output folder that is a fresh local folder, **not** the pods' volume. The
 claim ``mnist-outputs`` is provisioned by the cluster's default StorageClass, and
 everything the chapters read or write on it goes through the backend (the volume
 helper pod: ``mnist_lib.cluster.volume``). One extra sanitiser rule, built here,
@@ -44,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from real_cluster import RealCluster
+from real_cluster import RealCluster, WorkshopRoom
 
 from mnist_lib import paths
 
@@ -52,7 +55,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SANITIZE = ROOT / "tests" / "nbval_sanitize.cfg"
 ARTIFACTS = ROOT / "test-artifacts"
 PREREQUISITES = ("01_train_locally",)
-NAMESPACE = "attendee-1"  # a learner's own namespace on a shared cluster: not the default "mnist"
+ATTENDEE = "attendee-1"  # of the room: its own namespace on a shared cluster, not the default "mnist"
 CHAPTERS = ("03_run_a_job", "04_distributed_training", "05_tensorboard", "06_serving",
             "07_hyperparameter_sweeps")
 TIMEOUT = 3600  # the whole run; chapters 03-07 take about 10-15 min on 2 cores
@@ -101,7 +104,8 @@ def _parse_report(report: Path) -> dict[str, ChapterRun]:
 
 
 @pytest.fixture(scope="module")
-def chapter_runs(real_cluster: RealCluster, tmp_path_factory: pytest.TempPathFactory) -> dict[str, ChapterRun]:
+def chapter_runs(real_cluster: RealCluster, workshop_room: WorkshopRoom,
+                 tmp_path_factory: pytest.TempPathFactory) -> dict[str, ChapterRun]:
     """Run chapter 01 and chapters 03-07, in order, under nbval against the cluster; parse the report."""
     work = tmp_path_factory.mktemp("k8s-notebooks")
     # The kernel's output folder is a fresh local one; the pods' volume is the claim that the
@@ -114,18 +118,15 @@ def chapter_runs(real_cluster: RealCluster, tmp_path_factory: pytest.TempPathFac
     command = [sys.executable, "-m", "pytest", "-o", "addopts=", "-p", "no:cacheprovider",
                "--nbval", "--current-env", "--nbval-sanitize-with", str(sanitize),
                "--nbval-cell-timeout", "900", f"--junitxml={report}", "-q", *notebooks]
-    env = {**os.environ, **real_cluster.env, "MNIST_OUTPUT_DIR": str(outputs), "MNIST_NAMESPACE": NAMESPACE}
+    env = {**os.environ, **real_cluster.env, "MNIST_OUTPUT_DIR": str(outputs),
+           "KUBECONFIG": str(workshop_room.kubeconfig(ATTENDEE))}  # the attendee's, not the admin's
+    env.pop("MNIST_NAMESPACE", None)  # the kubeconfig's context names the namespace
     ARTIFACTS.mkdir(exist_ok=True)
     log = ARTIFACTS / "kubernetes-chapters.log"
     started = time.monotonic()
-    try:
-        with log.open("w") as out:
-            completed = subprocess.run(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                       timeout=TIMEOUT)
-    finally:  # the namespace, its claim and the volume helper pod go with the run
-        from mnist_lib import manifests
-
-        real_cluster.backend(NAMESPACE).delete([manifests.namespace(NAMESPACE)])
+    # The namespace, its claim and its jobs stay: the room's tests read them (`room status`), then `room down`.
+    with log.open("w") as out:
+        completed = subprocess.run(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=TIMEOUT)
     total = time.monotonic() - started
     if not report.is_file():
         pytest.fail(f"nbval did not run (exit {completed.returncode}); see {log}")

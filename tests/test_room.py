@@ -18,7 +18,7 @@ from kubernetes.utils import parse_quantity
 from mnist_lib import manifests, settings
 from mnist_lib.room import kubeconfigs
 from mnist_lib.room.__main__ import main
-from mnist_lib.room.objects import (LIMIT_RANGE, QUOTA, ROOM_LABEL, Attendee, RoomError, attendee_objects, attendees,
+from mnist_lib.room.objects import (LIMIT_RANGE, QUOTA, ROOM_LABEL, Attendee, RoomError, attendees,
                                     room_objects)
 
 
@@ -79,9 +79,9 @@ def test_the_budget_holds_chapter_04s_largest_job_beside_tensorboard_the_server_
     """The quota must admit everything an attendee has running at once, or a chapter stalls on it."""
     config = manifests.run_config("ch04-parameter-server")
     busiest = [manifests.tfjob("ch04-parameter-server", config, workers=2, parameter_servers=1),
-               *manifests.tensorboard(), *manifests.model_server(), manifests.volume_helper()]
+               *manifests.tensorboard(), *manifests.model_server(), manifests.volume_helper(), *manifests.jupyterlab()]
     containers = _containers(busiest)
-    assert len(containers) >= 7
+    assert len(containers) >= 8
     assert _requests(containers, "requests") <= parse_quantity(QUOTA["requests.cpu"])
     assert _requests(containers, "limits") <= parse_quantity(QUOTA["limits.cpu"])
     memory = sum(parse_quantity(c["resources"]["requests"]["memory"]) for c in containers)
@@ -128,3 +128,43 @@ def test_the_command_line_refuses_bad_input_before_any_cluster(capsys, monkeypat
     with pytest.raises(SystemExit):
         main(["up"])  # --attendees or --names is required
 
+
+
+def test_the_live_status_table_shows_who_waits_and_why():
+    from mnist_lib.room.admin import AttendeeStatus
+    from mnist_lib.room.widget import status_html
+
+    rows = [AttendeeStatus("ada", "ws-ada", ["03", "04"], 2, 0, [], "1", "2500m"),
+            AttendeeStatus("bob", "ws-bob", [], 0, 1, ["ch04-ps-worker-0: <no node has room>"], "0", "2500m")]
+    table = status_html(rows, "room ws")
+    assert table.count("<tr>") == 3 and "03 04" in table and "1 / 2500m" in table
+    assert "color:#b00'>ch04-ps-worker-0: &lt;no node has room&gt;" in table  # escaped, in red
+
+
+def test_an_attendees_jupyterlab_runs_as_the_attendee_with_its_own_output_folder(monkeypatch):
+    from mnist_lib.room.objects import jupyter_objects
+
+    monkeypatch.setenv(settings.SERVING_IMAGE_ENV, "mnist-course:latest")
+    secret, deployment, service = jupyter_objects(Attendee("ws", "ada"), token="t0ken")
+    assert secret["kind"] == "Secret" and secret["stringData"] == {"token": "t0ken"}
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "learner" and deployment["metadata"]["namespace"] == "ws-ada"
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in pod["containers"][0]["env"]}
+    assert env["MNIST_OUTPUT_DIR"] != manifests.OUTPUT_MOUNT  # its own folder, not the pods' volume
+    assert env["MNIST_SERVING_IMAGE"] == "mnist-course:latest"  # the instructor's settings, passed on
+    assert env["JUPYTER_TOKEN"] == {"secretKeyRef": {"name": "jupyter-token", "key": "token"}}
+    assert service["spec"]["ports"][0]["port"] == 8888
+    assert all(o["metadata"]["labels"][ROOM_LABEL] == "ws" for o in (secret, deployment, service))
+
+
+def test_every_room_object_passes_the_kubernetes_schema():
+    """Strict: an unknown or misspelt field fails here, not on the morning of the workshop."""
+    import kubernetes_validate
+
+    from mnist_lib.room.objects import jupyter_objects, node_probe, prepull_daemonset
+
+    who = Attendee("ws", "ada")
+    objects = [*room_objects([who]), *jupyter_objects(who, "t"), node_probe("node-1", "mnist-course:latest"),
+               prepull_daemonset("mnist-course:latest")]
+    for obj in objects:
+        kubernetes_validate.validate(obj, kubernetes_validate.latest_version(), strict=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
@@ -25,7 +26,8 @@ def _parser() -> argparse.ArgumentParser:
                        ("up", "create (or complete) the room and write one kubeconfig per attendee"),
                        ("check", "the preflight of the evening before"),
                        ("status", "one line per attendee: chapters reached, jobs, pending pods, quota"),
-                       ("down", "delete everything of the room and verify that nothing is left")):
+                       ("down", "delete everything of the room and verify that nothing is left"),
+                       ("jupyter", "reach an attendee's JupyterLab (room up --jupyter): a port-forward and its URL")):
         sub = commands.add_parser(name, help=what, description=what)
         sub.add_argument("--room", default=DEFAULT_ROOM, help=f"the room's name, prefix of every namespace "
                                                                f"(default {DEFAULT_ROOM})")
@@ -42,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("--dry-run", action="store_true", help="the API server checks everything, stores nothing")
             sub.add_argument("--new-tokens", action="store_true", help="write every kubeconfig again with a new token")
             sub.add_argument("--jupyter", action="store_true", help="also a JupyterLab per attendee in the cluster")
+        if name == "jupyter":
+            sub.add_argument("--attendee", required=True, help="whose JupyterLab")
         if name in ("plan", "check", "status", "up", "down"):
             sub.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
@@ -83,16 +87,15 @@ def run(args: argparse.Namespace) -> tuple[int, Any, str]:
         plan = admin.plan(cluster, people, args.storage_class)
         if not plan.fits:
             return 1, plan.as_dict(), "room up refused:\n" + "\n".join(plan.problems)
-        if args.jupyter:
-            raise RoomError("--jupyter (a JupyterLab per attendee in the cluster) is not built yet: attendees run "
-                            "the course on their laptop with their kubeconfig (docs/instructor.md)")
         report = admin.up(cluster, people, args.kubeconfig_dir, args.hours, args.storage_class, args.dry_run,
-                          args.new_tokens)
+                          args.new_tokens, args.jupyter)
         text = (f"room {report.room}: {report.applied} objects applied for {len(people)} attendees in "
                 f"{report.seconds:.1f} s ({report.api_calls} API calls)"
                 + ("" if args.dry_run else
                    f"\nkubeconfigs: {args.kubeconfig_dir}/ ({len(report.renewed)} new tokens valid {args.hours:g} h), "
-                   f"all in {report.archive}\nan attendee runs: export KUBECONFIG=$PWD/<their file>; make course"))
+                   f"all in {report.archive}\nan attendee runs: export KUBECONFIG=$PWD/<their file>; make course")
+                + ("\nJupyterLabs ready: `python -m mnist_lib.room jupyter --attendee NAME` opens one"
+                   if args.jupyter else ""))
         return 0, asdict(report), text
     if args.command == "check":
         results = admin.check(cluster, args.room, args.kubeconfig_dir)
@@ -106,6 +109,15 @@ def run(args: argparse.Namespace) -> tuple[int, Any, str]:
             [r.attendee, " ".join(r.chapters) or "-", str(r.running), str(r.failed), f"{r.cpu_used}/{r.cpu_hard}",
              "; ".join(r.pending) or "-"] for r in rows_]
         return (0 if rows_ else 1), [asdict(r) for r in rows_], (_table(rows) if rows_ else f"no room {args.room!r}")
+    if args.command == "jupyter":
+        url, forward = admin.jupyter_forward(cluster, Attendee(args.room, args.attendee))
+        print(f"{args.attendee}'s JupyterLab: {url}\n(a port-forward from this machine: Ctrl-C ends it)", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            forward.close()
+        return 0, {}, ""
     report = admin.down(cluster, args.room, args.kubeconfig_dir)
     text = (f"room {report.room}: deleted {len(report.namespaces)} namespaces and {len(report.cluster_objects)} "
             f"cluster-wide objects in {report.seconds:.1f} s" +

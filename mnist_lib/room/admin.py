@@ -8,6 +8,8 @@ refusal or an unreachable cluster reads as it does in the chapters).
 
 from __future__ import annotations
 
+import base64
+import secrets
 import time
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
@@ -22,12 +24,14 @@ from mnist_lib import manifests, settings
 from mnist_lib.cluster.kubernetes import KubernetesBackend, load_api_client
 from mnist_lib.cluster.types import INSTALL_OPERATOR, ClusterError, ForbiddenError, NotFoundError
 from mnist_lib.room import kubeconfigs
+from mnist_lib.manifests import JUPYTER_TOKEN_SECRET
 from mnist_lib.room.objects import (MINIMUM_PER_ATTENDEE, QUOTA, ROOM_LABEL, Attendee, RoomError, attendee_objects,
-                                    cluster_reader, node_probe)
+                                    cluster_reader, jupyter_objects, node_probe)
 from mnist_lib.waiting import wait_until
 
 FIELD_MANAGER = "mnist-room"
 NAMESPACE_GONE_TIMEOUT = 180.0  # `room down`: a namespace goes once its pods have stopped (training exits on SIGTERM)
+JUPYTER_START_TIMEOUT = 300.0   # `room up --jupyter`: every attendee's JupyterLab answers (an image pull, a start)
 PROBE_TIMEOUT = 240.0           # `room check`: a node pulls the course image (minutes on a cold node)
 
 
@@ -172,10 +176,12 @@ class UpReport:
 
 
 def up(cluster: Cluster, attendee_list: list[Attendee], folder: Path, hours: float = 8,
-       storage_class: str | None = None, dry_run: bool = False, new_tokens: bool = False) -> UpReport:
+       storage_class: str | None = None, dry_run: bool = False, new_tokens: bool = False,
+       jupyter: bool = False) -> UpReport:
     """Create (or complete) the room: server-side apply is a no-op for what exists, so running it
     twice changes nothing, and a longer attendee list adds only the newcomers. A kubeconfig is
-    written again only when its token lasts less than half of ``hours`` (or ``new_tokens``)."""
+    written again only when its token lasts less than half of ``hours`` (or ``new_tokens``).
+    ``jupyter``: also a JupyterLab per attendee in their namespace (:func:`wait_for_jupyter`)."""
     if not 1 / 6 <= hours <= 7 * 24:
         raise RoomError(f"--hours {hours} : a token lasts between 10 minutes and a week (the API server's limits)")
     started = time.monotonic()
@@ -198,8 +204,55 @@ def up(cluster: Cluster, attendee_list: list[Attendee], folder: Path, hours: flo
             kubeconfigs.write(folder, who, kubeconfigs.kubeconfig(cluster.api_client.configuration, who, token))
             renewed.append(who.name)
         written.append(str(kubeconfigs.path_of(folder, who)))
+        if jupyter:
+            lab = jupyter_objects(who, jupyter_token(cluster, who) or secrets.token_hex(24))
+            applied += len(cluster.backend(who.namespace).apply(lab))
+    if jupyter and not dry_run:
+        wait_for_jupyter(cluster, attendee_list)
     archive = "" if dry_run else str(kubeconfigs.archive(folder, room))
     return UpReport(room, applied, written, renewed, archive, round(time.monotonic() - started, 2), cluster.calls)
+
+
+def jupyter_token(cluster: Cluster, who: Attendee) -> str:
+    """The login token of an attendee's JupyterLab ('' if it has none yet: `room up --jupyter` makes it)."""
+    try:
+        secret = cluster.ask("Secret", lambda: cluster.core.read_namespaced_secret(JUPYTER_TOKEN_SECRET,
+                                                                                     who.namespace))
+    except NotFoundError:
+        return ""
+    return base64.b64decode((secret.get("data") or {}).get("token", "")).decode()
+
+
+def wait_for_jupyter(cluster: Cluster, attendee_list: list[Attendee], timeout: float = JUPYTER_START_TIMEOUT) -> None:
+    """Until every attendee's JupyterLab answers; a pod that cannot start raises at once, with why."""
+    waiting = {who.namespace for who in attendee_list}
+
+    def all_ready() -> bool:
+        for namespace in sorted(waiting):
+            backend = cluster.backend(namespace)
+            pods = cluster.ask("Pod", lambda: cluster.core.list_namespaced_pod(
+                namespace, label_selector=f"{manifests.COMPONENT_LABEL}=jupyterlab"))
+            for pod in pods.get("items") or []:
+                problem = backend.diagnose_pod(pod)
+                if problem:
+                    raise problem
+                ready = [c for c in (pod.get("status") or {}).get("conditions") or [] if c["type"] == "Ready"]
+                if ready and ready[0]["status"] == "True":
+                    waiting.discard(namespace)
+        return not waiting
+
+    wait_until(all_ready, timeout, interval=1.0, on_timeout=lambda: ClusterError(
+        f"the JupyterLab of {', '.join(sorted(waiting))} is not ready after {timeout:.0f} s: "
+        "`kubectl -n NAMESPACE describe pod -l app.kubernetes.io/component=jupyterlab`"))
+
+
+def jupyter_forward(cluster: Cluster, who: Attendee) -> tuple[str, Any]:
+    """A port-forward to an attendee's JupyterLab: (its URL with the login token, the forward to close)."""
+    token = jupyter_token(cluster, who)
+    if not token:
+        raise RoomError(f"{who.name} has no JupyterLab: run `room up --jupyter` first")
+    forward = cluster.backend(who.namespace).port_forward("jupyter", manifests.JUPYTER_PORT)
+    return f"{forward.url}/lab?token={token}", forward
 
 
 # -- down ---------------------------------------------------------------------------------------

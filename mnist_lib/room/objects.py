@@ -21,6 +21,7 @@ teardown finds it):
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass
 from decimal import Decimal
@@ -37,12 +38,13 @@ CLUSTER_READER_SUFFIX = "cluster-reader"      # the room's ClusterRole: nodes an
 
 # One attendee's budget: chapter 04's parameter-server TFJob is the largest thing a chapter
 # runs (chief, parameter server and two workers: 4 x manifests.TRAINING_RESOURCES requests),
-# beside the TensorBoard of chapter 05 and the model server of chapter 06, and the volume helper.
+# beside the TensorBoard of chapter 05, the model server of chapter 06, the volume helper,
+# and the attendee's JupyterLab if the room has them (`room up --jupyter`).
 QUOTA = {
     "requests.cpu": "2500m",
     "requests.memory": "6Gi",
-    "limits.cpu": "12",
-    "limits.memory": "20Gi",
+    "limits.cpu": "16",
+    "limits.memory": "24Gi",
     "pods": "12",
     "persistentvolumeclaims": "2",
     "requests.storage": "10Gi",
@@ -212,3 +214,22 @@ def prepull_daemonset(image: str, namespace: str = "kube-system") -> dict[str, A
                      "template": {"metadata": {"labels": selector},
                                   "spec": {"containers": [container], "terminationGracePeriodSeconds": 0,
                                            "tolerations": [{"operator": "Exists"}]}}}}
+
+
+# Settings of the instructor's that an in-cluster JupyterLab passes on to its kernel (mnist_lib.settings).
+FORWARDED_SETTINGS = (settings.IMAGE_ENV, settings.PULL_SECRETS_ENV, settings.STORAGE_CLASS_ENV,
+                      settings.ACCESS_MODE_ENV, settings.SERVING_IMAGE_ENV)
+
+
+def jupyter_objects(who: Attendee, token: str, image: str | None = None) -> list[dict[str, Any]]:
+    """An attendee's JupyterLab in their namespace: the login token's Secret, the Deployment, the Service.
+
+    The kernel runs as the attendee's ServiceAccount: it can do exactly what their kubeconfig can."""
+    secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+              "metadata": _meta(manifests.JUPYTER_TOKEN_SECRET, who, who.room, who.namespace),
+              "stringData": {"token": token}}
+    env = {name: os.environ[name] for name in FORWARDED_SETTINGS if os.environ.get(name, "").strip()}
+    lab = manifests.jupyterlab(service_account=LEARNER, image=image, env=env, namespace=who.namespace)
+    for obj in lab:
+        obj["metadata"]["labels"].update(who.labels)
+    return [secret, *lab]

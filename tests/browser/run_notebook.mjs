@@ -1,9 +1,10 @@
 // Drive JupyterLab in an already running headless Chromium (tests/test_browser.py starts both):
-// open a notebook, Run All Cells, check that the sweep sliders and the live plot render, take
-// screenshots. Prints one JSON object with what it saw; exits 1 if something did not appear.
+// open a notebook, Run All Cells, check that the sweep sliders and the live plot render (chapter
+// 07; --sweep no for another chapter), take screenshots. Prints one JSON object with what it saw
+// (with the text of every output); exits 1 if something did not appear.
 //
 //   node run_notebook.mjs --cdp http://127.0.0.1:9222 --url http://127.0.0.1:8888/lab/tree/x.ipynb?token=t
-//                         --artifacts ../../test-artifacts [--timeout-seconds 600]
+//                         --artifacts ../../test-artifacts [--timeout-seconds 600] [--sweep no --name chapter03]
 //
 // playwright-core only *connects* to the browser (CDP): it never downloads or launches one.
 import { chromium } from "playwright-core";
@@ -18,7 +19,10 @@ const cdp = option("cdp");
 const url = option("url");
 const artifacts = option("artifacts");
 const timeout = Number(option("timeout-seconds", "600")) * 1000;
-const report = { steps: [], sliders: 0, livePlotWidth: 0, livePlotUpdates: 0, errors: [], codeCells: 0, executed: 0 };
+const sweep = option("sweep", "yes") === "yes";
+const name = option("name", "chapter07");  // the screenshots' prefix
+const report = { steps: [], sliders: 0, livePlotWidth: 0, livePlotUpdates: 0, errors: [], codeCells: 0, executed: 0,
+                 outputs: "" };
 const step = (text) => { report.steps.push(`${new Date().toISOString()} ${text}`); };
 
 // JupyterLab sometimes asks which kernel to use although the notebook names one (e.g. when the
@@ -79,50 +83,73 @@ try {
   }, 120_000, "the first cell's execution");
   step("run all cells: the first cell ran");
 
-  // The control panel: sliders of the sweep widget.
-  await waitUntil(page, () => document.querySelectorAll(".sweep-controls .widget-slider").length > 0,
-                  300_000, "the sweep sliders");
-  report.sliders = await page.locator(".sweep-controls .widget-slider").count();
-  await page.locator(".sweep-controls").first().scrollIntoViewIfNeeded();
-  await page.locator(".sweep-controls").first().screenshot({ path: `${artifacts}/chapter07-sliders.png` });
-  step(`sliders rendered: ${report.sliders}`);
+  if (sweep) {
+    // The control panel: sliders of the sweep widget.
+    await waitUntil(page, () => document.querySelectorAll(".sweep-controls .widget-slider").length > 0,
+                    300_000, "the sweep sliders");
+    report.sliders = await page.locator(".sweep-controls .widget-slider").count();
+    await page.locator(".sweep-controls").first().scrollIntoViewIfNeeded();
+    await page.locator(".sweep-controls").first().screenshot({ path: `${artifacts}/chapter07-sliders.png` });
+    step(`sliders rendered: ${report.sliders}`);
 
-  // The live plot of the sweep run below it: an <img> whose picture is replaced as epochs arrive.
-  const livePlot = "img.sweep-live-plot";
-  await waitUntil(page, () => document.querySelectorAll("img.sweep-live-plot").length >= 2, 300_000,
-                  "the live plot");
-  const sources = new Set();
-  const deadline = Date.now() + timeout;
-  let done = false;
-  while (!done && Date.now() < deadline) {
-    const state = await page.evaluate((selector) => {
-      // The last one: the sweep panel above has its own (idle) plot.
-      const img = [...document.querySelectorAll(selector)].pop();
-      const prompts = [...document.querySelectorAll(".jp-CodeCell .jp-InputPrompt")].map((p) => p.textContent.trim());
-      return {
-        src: img ? img.src : "", width: img ? img.naturalWidth : 0,
-        prompts, errors: document.querySelectorAll('[data-mime-type="application/vnd.jupyter.error"]').length,
-      };
-    }, livePlot);
-    if (state.src && state.width > 0) sources.add(state.src);
-    report.livePlotWidth = Math.max(report.livePlotWidth, state.width);
-    report.codeCells = state.prompts.length;
-    report.executed = state.prompts.filter((p) => /^\[\d+\]:?$/.test(p)).length;
-    done = state.errors > 0 || (state.prompts.length > 0 && report.executed === state.prompts.length);
-    if (!done) {
-      await acceptKernelDialog(page);
-      await page.waitForTimeout(1000);
+    // The live plot of the sweep run below it: an <img> whose picture is replaced as epochs arrive.
+    const livePlot = "img.sweep-live-plot";
+    await waitUntil(page, () => document.querySelectorAll("img.sweep-live-plot").length >= 2, 300_000,
+                    "the live plot");
+    const sources = new Set();
+    const deadline = Date.now() + timeout;
+    let done = false;
+    while (!done && Date.now() < deadline) {
+      const state = await page.evaluate((selector) => {
+        // The last one: the sweep panel above has its own (idle) plot.
+        const img = [...document.querySelectorAll(selector)].pop();
+        const prompts = [...document.querySelectorAll(".jp-CodeCell .jp-InputPrompt")].map((p) => p.textContent.trim());
+        return {
+          src: img ? img.src : "", width: img ? img.naturalWidth : 0,
+          prompts, errors: document.querySelectorAll('[data-mime-type="application/vnd.jupyter.error"]').length,
+        };
+      }, livePlot);
+      if (state.src && state.width > 0) sources.add(state.src);
+      report.livePlotWidth = Math.max(report.livePlotWidth, state.width);
+      report.codeCells = state.prompts.length;
+      report.executed = state.prompts.filter((p) => /^\[\d+\]:?$/.test(p)).length;
+      done = state.errors > 0 || (state.prompts.length > 0 && report.executed === state.prompts.length);
+      if (!done) {
+        await acceptKernelDialog(page);
+        await page.waitForTimeout(1000);
+      }
     }
+    report.livePlotUpdates = sources.size;
+    step(`cells executed: ${report.executed}/${report.codeCells}; live plot pictures seen: ${sources.size}`);
+  } else {
+    // Any other chapter: wait until every cell has run, or one failed.
+    const deadline = Date.now() + timeout;
+    let done = false;
+    while (!done && Date.now() < deadline) {
+      const state = await page.evaluate(() => ({
+        prompts: [...document.querySelectorAll(".jp-CodeCell .jp-InputPrompt")].map((p) => p.textContent.trim()),
+        errors: document.querySelectorAll('[data-mime-type="application/vnd.jupyter.error"]').length,
+      }));
+      report.codeCells = state.prompts.length;
+      report.executed = state.prompts.filter((p) => /^\[\d+\]:?$/.test(p)).length;
+      done = state.errors > 0 || (state.prompts.length > 0 && report.executed === state.prompts.length);
+      if (!done) {
+        await acceptKernelDialog(page);
+        await page.waitForTimeout(1000);
+      }
+    }
+    step(`cells executed: ${report.executed}/${report.codeCells}`);
   }
-  report.livePlotUpdates = sources.size;
-  step(`cells executed: ${report.executed}/${report.codeCells}; live plot pictures seen: ${sources.size}`);
+  report.outputs = (await page.locator(".jp-OutputArea-output").allTextContents()).join("\n");
 
   const errors = await page.locator('[data-mime-type="application/vnd.jupyter.error"]').allTextContents();
   report.errors.push(...errors.map((e) => e.slice(0, 2000)));
-  const plot = page.locator(livePlot).last();
-  await plot.scrollIntoViewIfNeeded();
-  await plot.screenshot({ path: `${artifacts}/chapter07-live-plot.png` });
-  await page.screenshot({ path: `${artifacts}/chapter07-browser.png` });
+  if (sweep) {
+    const plot = page.locator("img.sweep-live-plot").last();
+    await plot.scrollIntoViewIfNeeded();
+    await plot.screenshot({ path: `${artifacts}/chapter07-live-plot.png` });
+  }
+  await page.screenshot({ path: `${artifacts}/${name}-browser.png` });
   step("screenshots saved");
   await page.close();
 } catch (err) {
@@ -130,7 +157,7 @@ try {
   report.errors.push(`driver: ${err.message}`);
   try {
     const pages = browser.contexts()[0]?.pages() ?? [];
-    if (pages.length) await pages[pages.length - 1].screenshot({ path: `${artifacts}/chapter07-failure.png` });
+    if (pages.length) await pages[pages.length - 1].screenshot({ path: `${artifacts}/${name}-failure.png` });
   } catch {}
 } finally {
   await browser.close().catch(() => {});
