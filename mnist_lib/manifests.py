@@ -545,7 +545,8 @@ def jupyterlab(name: str = "jupyter", service_account: str = "default", image: s
     container = _container(
         "jupyterlab", image, ["sh", "-c", start], [], resources,
         ports=[{"name": "http", "containerPort": JUPYTER_PORT}],
-        env={"MNIST_OUTPUT_DIR": f"{JUPYTER_WORK_DIR}/outputs", "MNIST_BACKEND": "kubernetes", **(env or {})},
+        env={"MNIST_OUTPUT_DIR": str(PurePosixPath(JUPYTER_WORK_DIR, "outputs")), "MNIST_BACKEND": "kubernetes",
+             **(env or {})},
         readiness={"httpGet": {"path": "/api", "port": "http"}, "periodSeconds": 2},
     )
     container["env"].append({"name": "JUPYTER_TOKEN", "valueFrom": {"secretKeyRef": {
@@ -838,21 +839,22 @@ def render_all() -> dict[str, str]:
     return {f.filename: f.render() for f in FILES}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m mnist_lib.manifests",
-        description="Render the course's Kubernetes manifests (manifests/*.yaml) from mnist_lib.manifests.")
+def render_command(argv: Sequence[str] | None, module: str, what: str, render: Callable[[], dict[str, str]],
+                   default_dir: Path) -> int:
+    """The command line of a module that renders YAML files from the library (this one, ``room.kustomize``):
+    print them, ``--write`` them, or ``--check`` that the committed files are what the library builds."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=f"Render {what} from {module}.")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--write", action="store_true", help="write the files")
     mode.add_argument("--check", action="store_true",
                       help="exit 1 with a diff if a file differs from what the library builds")
-    parser.add_argument("--dir", type=Path, default=MANIFESTS_DIR, help=f"default: {MANIFESTS_DIR}")
+    parser.add_argument("--dir", type=Path, default=default_dir, help=f"default: {default_dir}")
     args = parser.parse_args(argv)
 
-    rendered = render_all()
+    rendered = render()
     if args.write:
-        args.dir.mkdir(parents=True, exist_ok=True)
         for filename, text in rendered.items():
+            (args.dir / filename).parent.mkdir(parents=True, exist_ok=True)
             (args.dir / filename).write_text(text)
             print(f"wrote {args.dir / filename}")
         return 0
@@ -865,15 +867,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 stale += 1
                 sys.stdout.writelines(difflib.unified_diff(
                     current.splitlines(keepends=True), text.splitlines(keepends=True),
-                    f"{path} (committed)", f"{path} (mnist_lib.manifests)"))
+                    f"{path} (committed)", f"{path} ({module})"))
         if stale:
-            print(f"{stale} file(s) differ: run `python -m mnist_lib.manifests --write`", file=sys.stderr)
+            print(f"{stale} file(s) differ: run `python -m {module} --write`", file=sys.stderr)
             return 1
         print(f"{len(rendered)} files up to date in {args.dir}")
         return 0
     for filename, text in rendered.items():
         print(f"# ---- {filename}\n{text}")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return render_command(argv, "mnist_lib.manifests", "the course's Kubernetes manifests (manifests/*.yaml)",
+                          render_all, MANIFESTS_DIR)
 
 
 if __name__ == "__main__":

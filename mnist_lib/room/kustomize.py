@@ -23,14 +23,11 @@ gives exactly :func:`~mnist_lib.room.objects.attendee_objects` of that attendee.
 
 from __future__ import annotations
 
-import argparse
-import difflib
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from mnist_lib.manifests import MANIFESTS_DIR, RUN_LABEL, to_yaml
+from mnist_lib.manifests import MANIFESTS_DIR, RUN_LABEL, render_command, to_yaml
 from mnist_lib.room.objects import (ATTENDEE_LABEL, CLUSTER_READER_SUFFIX, DEFAULT_ROOM, Attendee, RoomError,
                                     attendee_objects, cluster_reader)
 
@@ -116,41 +113,9 @@ def render_all() -> dict[str, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m mnist_lib.room.kustomize",
-        description="Render the room's kustomize tree (manifests/room/) from mnist_lib.room.objects.")
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--write", action="store_true", help="write the files")
-    mode.add_argument("--check", action="store_true",
-                      help="exit 1 with a diff if a file differs from what the library builds")
-    parser.add_argument("--dir", type=Path, default=ROOM_DIR, help=f"default: {ROOM_DIR}")
-    args = parser.parse_args(argv)
-
-    rendered = render_all()
-    if args.write:
-        for name, text in rendered.items():
-            (args.dir / name).parent.mkdir(parents=True, exist_ok=True)
-            (args.dir / name).write_text(text)
-            print(f"wrote {args.dir / name}")
-        return 0
-    if args.check:
-        stale = 0
-        for name, text in rendered.items():
-            path = args.dir / name
-            current = path.read_text() if path.exists() else ""
-            if current != text:
-                stale += 1
-                sys.stdout.writelines(difflib.unified_diff(
-                    current.splitlines(keepends=True), text.splitlines(keepends=True),
-                    f"{path} (committed)", f"{path} (mnist_lib.room.kustomize)"))
-        if stale:
-            print(f"{stale} file(s) differ: run `python -m mnist_lib.room.kustomize --write`", file=sys.stderr)
-            return 1
-        print(f"{len(rendered)} files up to date in {args.dir}")
-        return 0
-    for name, text in rendered.items():
-        print(f"# ---- {name}\n{text}")
-    return 0
+    return render_command(argv, "mnist_lib.room.kustomize",
+                          "the room's kustomize tree (manifests/room/)", render_all,
+                          ROOM_DIR)
 
 
 if __name__ == "__main__":

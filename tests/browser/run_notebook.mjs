@@ -49,6 +49,24 @@ async function waitUntil(page, condition, ms, what) {
   }
 }
 
+// Poll until every code cell has run or one failed (or the timeout); `look` reads more of the page
+// on each poll. Counts go into the report.
+async function runToTheEnd(page, look = async () => {}) {
+  const deadline = Date.now() + timeout;
+  while (Date.now() < deadline) {
+    await look();
+    const state = await page.evaluate(() => ({
+      prompts: [...document.querySelectorAll(".jp-CodeCell .jp-InputPrompt")].map((p) => p.textContent.trim()),
+      errors: document.querySelectorAll('[data-mime-type="application/vnd.jupyter.error"]').length,
+    }));
+    report.codeCells = state.prompts.length;
+    report.executed = state.prompts.filter((p) => /^\[\d+\]:?$/.test(p)).length;
+    if (state.errors > 0 || (state.prompts.length > 0 && report.executed === state.prompts.length)) return;
+    await acceptKernelDialog(page);
+    await page.waitForTimeout(1000);
+  }
+}
+
 const browser = await chromium.connectOverCDP(cdp);
 let failed = false;
 try {
@@ -97,47 +115,19 @@ try {
     await waitUntil(page, () => document.querySelectorAll("img.sweep-live-plot").length >= 2, 300_000,
                     "the live plot");
     const sources = new Set();
-    const deadline = Date.now() + timeout;
-    let done = false;
-    while (!done && Date.now() < deadline) {
-      const state = await page.evaluate((selector) => {
+    await runToTheEnd(page, async () => {
+      const img = await page.evaluate((selector) => {
         // The last one: the sweep panel above has its own (idle) plot.
-        const img = [...document.querySelectorAll(selector)].pop();
-        const prompts = [...document.querySelectorAll(".jp-CodeCell .jp-InputPrompt")].map((p) => p.textContent.trim());
-        return {
-          src: img ? img.src : "", width: img ? img.naturalWidth : 0,
-          prompts, errors: document.querySelectorAll('[data-mime-type="application/vnd.jupyter.error"]').length,
-        };
+        const last = [...document.querySelectorAll(selector)].pop();
+        return { src: last ? last.src : "", width: last ? last.naturalWidth : 0 };
       }, livePlot);
-      if (state.src && state.width > 0) sources.add(state.src);
-      report.livePlotWidth = Math.max(report.livePlotWidth, state.width);
-      report.codeCells = state.prompts.length;
-      report.executed = state.prompts.filter((p) => /^\[\d+\]:?$/.test(p)).length;
-      done = state.errors > 0 || (state.prompts.length > 0 && report.executed === state.prompts.length);
-      if (!done) {
-        await acceptKernelDialog(page);
-        await page.waitForTimeout(1000);
-      }
-    }
+      if (img.src && img.width > 0) sources.add(img.src);
+      report.livePlotWidth = Math.max(report.livePlotWidth, img.width);
+    });
     report.livePlotUpdates = sources.size;
     step(`cells executed: ${report.executed}/${report.codeCells}; live plot pictures seen: ${sources.size}`);
   } else {
-    // Any other chapter: wait until every cell has run, or one failed.
-    const deadline = Date.now() + timeout;
-    let done = false;
-    while (!done && Date.now() < deadline) {
-      const state = await page.evaluate(() => ({
-        prompts: [...document.querySelectorAll(".jp-CodeCell .jp-InputPrompt")].map((p) => p.textContent.trim()),
-        errors: document.querySelectorAll('[data-mime-type="application/vnd.jupyter.error"]').length,
-      }));
-      report.codeCells = state.prompts.length;
-      report.executed = state.prompts.filter((p) => /^\[\d+\]:?$/.test(p)).length;
-      done = state.errors > 0 || (state.prompts.length > 0 && report.executed === state.prompts.length);
-      if (!done) {
-        await acceptKernelDialog(page);
-        await page.waitForTimeout(1000);
-      }
-    }
+    await runToTheEnd(page);  // any other chapter: every cell, or the first error
     step(`cells executed: ${report.executed}/${report.codeCells}`);
   }
   report.outputs = (await page.locator(".jp-OutputArea-output").allTextContents()).join("\n");
