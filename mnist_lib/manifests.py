@@ -2,7 +2,8 @@
 
 Every object here is a plain ``dict``, exactly what the API server receives: the
 chapters print them, the cluster backends submit them, and ``manifests/*.yaml`` is
-rendered from them (``python -m mnist_lib.manifests --write``). No text templates:
+rendered from them (``python -m mnist_lib.manifests --write``), with a kustomization.yaml
+that makes manifests/ a kustomize base (its overlays: :mod:`mnist_lib.overlays`). No text templates:
 the 2018 course filled a YAML template with ``sed`` and its sweep passed the
 hyperparameters to the master replica only. Here every replica gets the same
 ``TrainConfig.to_args()``, and a test checks it.
@@ -565,12 +566,12 @@ SERVING_CONFIG_FILE = "models.config"            # the ModelServerConfig's key i
 SERVING_CONFIG_POLL_SECONDS = 30                 # TF Serving re-reads the file this often
 
 
-class _TextFile(str):
-    """A file's text in a ConfigMap: rendered as a YAML block (``|``), readable in manifests/."""
+class TextFile(str):
+    """A file's text in a ConfigMap, or a patch in a kustomization: rendered as a YAML block (``|``), readable."""
 
 
 yaml.SafeDumper.add_representer(
-    _TextFile, lambda dumper, text: dumper.represent_scalar("tag:yaml.org,2002:str", str(text), style="|"))
+    TextFile, lambda dumper, text: dumper.represent_scalar("tag:yaml.org,2002:str", str(text), style="|"))
 
 
 def model_server_config(model_name: str = MODEL_NAME, model_base_path: str | None = None,
@@ -654,7 +655,7 @@ def model_server(name: str = "mnist-serving", model_name: str = MODEL_NAME, mode
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": _metadata(config_name, namespace, "serving"),
-        "data": {SERVING_CONFIG_FILE: _TextFile(config_text)},
+        "data": {SERVING_CONFIG_FILE: TextFile(config_text)},
     }
     return [config_map, deployment, service]
 
@@ -798,45 +799,82 @@ def _apply(filename: str, needs: str = "") -> str:
     return (needs + "\n" if needs else "") + first + f"Apply: kubectl apply -f manifests/{filename}"
 
 
-# The files carry the default namespace and image (not this machine's settings), so they are
-# the same everywhere; `kubectl apply -n <yours>` after editing the namespace moves them.
-NS = DEFAULT_NAMESPACE
-IN_NS = {"namespace": NS, "image": DEFAULT_IMAGE}
+def course_files(ns: str = DEFAULT_NAMESPACE, image: str = DEFAULT_IMAGE) -> tuple[ManifestFile, ...]:
+    """The files of manifests/, with their objects in namespace ``ns``, running ``image``.
 
-FILES = (
-    ManifestFile("kind-cluster.yaml", "A local Kubernetes cluster for the course (kind).",
-                 "Create: kind create cluster --config manifests/kind-cluster.yaml\n"
-                 "Then:   kind load docker-image mnist-course:latest --name mnist-course",
-                 lambda: [kind_cluster()]),
-    ManifestFile("namespace.yaml", "The course's namespace and the shared volume mounted at /outputs.",
-                 "Apply: kubectl apply -f manifests/namespace.yaml",
-                 lambda: [namespace(), volume_claim(namespace=NS)]),
-    ManifestFile("job.yaml", "Train in one pod (a batch/v1 Job).", _apply("job.yaml"),
-                 lambda: [training_job("mnist-job", run_config("mnist-job"), **IN_NS)]),
-    ManifestFile("tfjob-multi-worker.yaml", "Multi-worker training, TFJob with 2 workers.",
-                 _apply("tfjob-multi-worker.yaml", "Needs the Kubeflow training operator v1.9."),
-                 lambda: [tfjob("mnist-multi-worker", run_config("mnist-multi-worker"), **IN_NS)]),
-    ManifestFile("tfjob-parameter-server.yaml", "Parameter-server training, TFJob Chief + 1 PS + 2 workers.",
-                 _apply("tfjob-parameter-server.yaml", "Needs the Kubeflow training operator v1.9."),
-                 lambda: [tfjob("mnist-ps", run_config("mnist-ps"), parameter_servers=1, **IN_NS)]),
-    ManifestFile("indexed-job.yaml", "Multi-worker training without the operator: Indexed Job + headless Service.",
-                 _apply("indexed-job.yaml"),
-                 lambda: indexed_job("mnist-indexed", run_config("mnist-indexed"), **IN_NS)),
-    ManifestFile("tensorboard.yaml", "TensorBoard over every run on the shared volume.",
-                 _apply("tensorboard.yaml") + "\nOpen:  kubectl -n mnist port-forward service/tensorboard 6006",
-                 lambda: tensorboard(**IN_NS)),
-    ManifestFile("serving.yaml", "TF Serving for the model exported to /outputs/export/mnist.",
-                 _apply("serving.yaml") + "\nOpen:  kubectl -n mnist port-forward service/mnist-serving 8500 8501",
-                 lambda: model_server(image=SERVING_IMAGE, namespace=NS)),  # the official image, whatever the environment
-    ManifestFile("katib-experiment.yaml", "A Katib hyperparameter sweep: learning rate x hidden layers, TFJob trials.",
-                 _apply("katib-experiment.yaml", "Needs Katib v0.19 and the Kubeflow training operator v1.9."),
-                 lambda: [katib_experiment(SweepSpec("mnist-sweep"), **IN_NS)]),
-)
+    manifests/ holds the defaults (:data:`FILES`), not this machine's settings, so the files are the
+    same everywhere. Other values give what a kustomize overlay of manifests/ must build
+    (tests/test_manifests_kustomize.py). The model server runs the official image whatever ``image``.
+    """
+    at = {"namespace": ns, "image": image}
+    return (
+        ManifestFile("kind-cluster.yaml", "A local Kubernetes cluster for the course (kind).",
+                     "Create: kind create cluster --config manifests/kind-cluster.yaml\n"
+                     "Then:   kind load docker-image mnist-course:latest --name mnist-course",
+                     lambda: [kind_cluster()]),
+        ManifestFile("namespace.yaml", "The course's namespace and the shared volume mounted at /outputs.",
+                     "Apply: kubectl apply -f manifests/namespace.yaml",
+                     lambda: [namespace(ns), volume_claim(namespace=ns)]),
+        ManifestFile("job.yaml", "Train in one pod (a batch/v1 Job).", _apply("job.yaml"),
+                     lambda: [training_job("mnist-job", run_config("mnist-job"), **at)]),
+        ManifestFile("tfjob-multi-worker.yaml", "Multi-worker training, TFJob with 2 workers.",
+                     _apply("tfjob-multi-worker.yaml", "Needs the Kubeflow training operator v1.9."),
+                     lambda: [tfjob("mnist-multi-worker", run_config("mnist-multi-worker"), **at)]),
+        ManifestFile("tfjob-parameter-server.yaml", "Parameter-server training, TFJob Chief + 1 PS + 2 workers.",
+                     _apply("tfjob-parameter-server.yaml", "Needs the Kubeflow training operator v1.9."),
+                     lambda: [tfjob("mnist-ps", run_config("mnist-ps"), parameter_servers=1, **at)]),
+        ManifestFile("indexed-job.yaml", "Multi-worker training without the operator: Indexed Job + headless Service.",
+                     _apply("indexed-job.yaml"),
+                     lambda: indexed_job("mnist-indexed", run_config("mnist-indexed"), **at)),
+        ManifestFile("tensorboard.yaml", "TensorBoard over every run on the shared volume.",
+                     _apply("tensorboard.yaml") + "\nOpen:  kubectl -n mnist port-forward service/tensorboard 6006",
+                     lambda: tensorboard(**at)),
+        ManifestFile("serving.yaml", "TF Serving for the model exported to /outputs/export/mnist.",
+                     _apply("serving.yaml") + "\nOpen:  kubectl -n mnist port-forward service/mnist-serving 8500 8501",
+                     lambda: model_server(image=SERVING_IMAGE, namespace=ns)),  # the official image, always
+        ManifestFile("katib-experiment.yaml",
+                     "A Katib hyperparameter sweep: learning rate x hidden layers, TFJob trials.",
+                     _apply("katib-experiment.yaml", "Needs Katib v0.19 and the Kubeflow training operator v1.9."),
+                     lambda: [katib_experiment(SweepSpec("mnist-sweep"), **at)]),
+    )
+
+
+FILES = course_files()
+
+
+# -- manifests/ as a kustomize base ---------------------------------------------------------
+# `kubectl apply -k overlays/<name>` applies the course's objects in one go, in another namespace, with
+# another image and StorageClass, and no file edited. The overlays are beside manifests/, not in it: kustomize
+# refuses an overlay inside its base's folder ("cycle detected"). mnist_lib/overlays.py renders them.
+
+# Every file whose kinds any cluster knows; no object is in two of them (kustomize refuses a duplicate).
+# Not kind-cluster.yaml: kind's config, not an object. Not the TFJobs nor katib-experiment.yaml: their
+# kinds exist only where the training operator and Katib are installed, and `kubectl apply -k` fails on a
+# kind the cluster does not know. Chapters 04 and 07 submit them, in MNIST_NAMESPACE.
+BASE_FILES = ("namespace.yaml", "job.yaml", "indexed-job.yaml", "tensorboard.yaml", "serving.yaml")
+
+
+def kustomization(**fields: Any) -> dict[str, Any]:
+    """A kustomization.yaml as data, like every object of the course (kustomize reads it; no cluster does)."""
+    return {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", **fields}
+
+
+BASE = ManifestFile(
+    "kustomization.yaml",
+    "The course's objects as a kustomize base: namespace mnist, image mnist-course:latest, the default StorageClass.",
+    "Apply: kubectl apply -k overlays/attendee   (overlays/kind: this base as it is)\n"
+    "See what it applies: kubectl kustomize overlays/attendee\n"
+    "Your own overlay: copy overlays/attendee anywhere (its `resources:` is the path from there to manifests/)\n"
+    "  and set in it your namespace (`namespace:`), the image you pushed (`images:`, newName and newTag) and\n"
+    "  a class of `kubectl get storageclass` (the patch's value); delete what you keep at the default\n"
+    "  (`replacements:` goes with `namespace:`).\n"
+    "Not here: kind-cluster.yaml, the TFJobs and katib-experiment.yaml (mnist_lib/manifests.py, BASE_FILES, says why).",
+    lambda: [kustomization(resources=list(BASE_FILES))])
 
 
 def render_all() -> dict[str, str]:
-    """Every file of manifests/, as text: {filename: contents}."""
-    return {f.filename: f.render() for f in FILES}
+    """Every file of manifests/ (the objects' files, then the kustomize base), as text: {filename: contents}."""
+    return {f.filename: f.render() for f in (*FILES, BASE)}
 
 
 def render_command(argv: Sequence[str] | None, module: str, what: str, render: Callable[[], dict[str, str]],

@@ -27,18 +27,13 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from mnist_lib.manifests import MANIFESTS_DIR, RUN_LABEL, render_command, to_yaml
+from mnist_lib.manifests import MANIFESTS_DIR, RUN_LABEL, kustomization, render_command, to_yaml
 from mnist_lib.room.objects import (ATTENDEE_LABEL, CLUSTER_READER_SUFFIX, DEFAULT_ROOM, Attendee, RoomError,
                                     attendee_objects, cluster_reader)
 
 ROOM_DIR = MANIFESTS_DIR / "room"
 PLACEHOLDER = Attendee(DEFAULT_ROOM, "placeholder")  # the base's attendee: its namespace says "do not apply me"
 EXAMPLE = Attendee(DEFAULT_ROOM, "attendee-1")       # the one overlay in the repository
-
-
-def kustomization(**fields: Any) -> dict[str, Any]:
-    """A kustomization.yaml as data, like every object of the course."""
-    return {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", **fields}
 
 
 def overlay(who: Attendee) -> dict[str, Any]:
