@@ -119,7 +119,7 @@ def test_the_kubeconfig_names_the_attendees_namespace_and_the_course_reads_it(tm
     assert zipped.name == "ws-kubeconfigs.zip" and zipped.stat().st_size > 0
 
 
-def test_the_command_line_refuses_bad_input_before_any_cluster(capsys, monkeypatch):
+def test_the_command_line_refuses_bad_input_before_any_cluster(capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("KUBECONFIG", "/nonexistent")
     assert main(["plan", "--attendees", "2", "--room", "Bad Room"]) == 2
     assert "room name 'Bad Room' is not a valid Kubernetes name" in capsys.readouterr().err  # before any cluster
@@ -127,6 +127,12 @@ def test_the_command_line_refuses_bad_input_before_any_cluster(capsys, monkeypat
     assert "no Kubernetes cluster is configured" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["up"])  # --attendees or --names is required
+    names = tmp_path / "names.txt"
+    names.write_text("ada\nGrace Hopper\n")
+    assert main(["up", "--names", str(names)]) == 2
+    assert "attendee name 'grace hopper' cannot make the namespace" in capsys.readouterr().err
+    assert main(["up", "--names", str(tmp_path / "missing.txt")]) == 2
+    assert "cannot read the names file" in capsys.readouterr().err
 
 
 
