@@ -777,21 +777,27 @@ def to_yaml(objects: Mapping[str, Any] | Iterable[Mapping[str, Any]]) -> str:
 
 # -- manifests/*.yaml --------------------------------------------------------------------
 
+def generated_yaml(module: str, title: str, usage: str, objects: Iterable[Mapping[str, Any]]) -> str:
+    """A generated YAML file: a header (what it is, which module made it, how to use it), then ``objects``."""
+    header = [f"# {title}",
+              f"# Generated from {module.replace('.', '/')}.py by `python -m {module} --write`:",
+              "# edit the Python, not this file.",
+              *[f"# {line}" for line in usage.splitlines()]]
+    return "\n".join(header) + "\n" + to_yaml(objects)
+
+
 @dataclasses.dataclass(frozen=True)
 class ManifestFile:
-    """One file of manifests/: what it holds, how to use it, and how to build it."""
+    """One generated file: its path (under manifests/), what it holds, how to use it, how to build it."""
 
     filename: str
     title: str
     usage: str
     build: Callable[[], list[dict[str, Any]]]
+    module: str = "mnist_lib.manifests"  # the module that renders it (its --write)
 
     def render(self) -> str:
-        header = [f"# {self.title}",
-                  "# Generated from mnist_lib/manifests.py by `python -m mnist_lib.manifests --write`:",
-                  "# edit the Python, not this file.",
-                  *[f"# {line}" for line in self.usage.splitlines()]]
-        return "\n".join(header) + "\n" + to_yaml(self.build())
+        return generated_yaml(self.module, self.title, self.usage, self.build())
 
 
 def _apply(filename: str, needs: str = "") -> str:

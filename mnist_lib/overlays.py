@@ -26,8 +26,8 @@ import yaml
 from mnist_lib import paths
 from mnist_lib.checks import check_dns_label, check_image
 from mnist_lib.constants import DEFAULT_NAMESPACE
-from mnist_lib.manifests import (RUN_LABEL, VOLUME_CLAIM, ManifestError, TextFile, kustomization, render_command,
-                                 to_yaml)
+from mnist_lib.manifests import (RUN_LABEL, VOLUME_CLAIM, ManifestError, TextFile, generated_yaml, kustomization,
+                                 render_command)
 from mnist_lib.settings import DEFAULT_IMAGE
 
 OVERLAYS_DIR = paths.COURSE_ROOT / "overlays"
@@ -49,11 +49,7 @@ class Overlay:
     storage_class: str | None = None
 
     def render(self) -> str:
-        header = [f"# {self.title}",
-                  "# Generated from mnist_lib/overlays.py by `python -m mnist_lib.overlays --write`:",
-                  "# edit the Python, not this file.",
-                  *[f"# {line}" for line in self.usage.splitlines()]]
-        return "\n".join(header) + "\n" + to_yaml(overlay_kustomization(self))
+        return generated_yaml("mnist_lib.overlays", self.title, self.usage, [overlay_kustomization(self)])
 
 
 def _name_and_tag(image: str) -> tuple[str, str]:

@@ -90,6 +90,8 @@ def kubeconfig_namespace() -> str:
     """
     files = [Path(p).expanduser() for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p] \
         or [Path.home() / ".kube" / "config"]
+    # Read here, not with the kubernetes client's kube_config: a laptop on the local backend never
+    # loads that client (get_backend), and the client reads $KUBECONFIG once, when it is imported.
     try:
         import yaml  # not at the top: a training pod reads no kubeconfig
     except ImportError:

@@ -52,7 +52,7 @@ def test_committed_tree_is_the_library_output():
         assert path.exists(), f"{path} missing: run python -m mnist_lib.room.kustomize --write"
         assert path.read_text() == text, f"{path} is stale: run python -m mnist_lib.room.kustomize --write"
     committed = {str(p.relative_to(k.ROOM_DIR)) for p in k.ROOM_DIR.rglob("*.yaml")}
-    assert committed == {f.path for f in k.FILES}, "a YAML file under manifests/room/ that the Python does not make"
+    assert committed == {f.filename for f in k.FILES}, "a YAML file under manifests/room/ that the Python does not make"
 
 
 def test_each_file_says_it_is_generated():

@@ -14,19 +14,20 @@ import time
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
 from mnist_lib import manifests, settings
+from mnist_lib.cluster import diagnose
 from mnist_lib.cluster.kubernetes import KubernetesBackend, load_api_client
 from mnist_lib.cluster.types import INSTALL_OPERATOR, ClusterError, ForbiddenError, NotFoundError
 from mnist_lib.room import kubeconfigs
 from mnist_lib.manifests import JUPYTER_TOKEN_SECRET
-from mnist_lib.room.objects import (MINIMUM_PER_ATTENDEE, QUOTA, ROOM_LABEL, Attendee, RoomError, attendee_objects,
-                                    cluster_reader, jupyter_objects, node_probe)
+from mnist_lib.room.objects import (QUOTA, ROOM_LABEL, Attendee, RoomError, attendee_objects,
+                                    cluster_reader, jupyter_objects, minimum_pods, node_probe)
 from mnist_lib.waiting import wait_until
 
 FIELD_MANAGER = "mnist-room"
@@ -73,10 +74,11 @@ class Cluster:
         with self.backend("default")._errors("read", what, "*"):
             return self.api_client.sanitize_for_serialization(call())
 
-    def room_namespaces(self, room: str) -> list[str]:
+    def room_namespaces(self, room: str, terminating: bool = False) -> list[str]:
+        """The room's namespaces; those being deleted only if ``terminating``."""
         answer = self.ask("Namespace", lambda: self.core.list_namespace(label_selector=f"{ROOM_LABEL}={room}"))
         return sorted(item["metadata"]["name"] for item in answer.get("items") or []
-                      if not (item.get("status") or {}).get("phase") == "Terminating")
+                      if terminating or (item.get("status") or {}).get("phase") != "Terminating")
 
 
 # -- plan ---------------------------------------------------------------------------------------
@@ -110,13 +112,17 @@ def _gib(value: Decimal) -> str:
     return f"{(value / (1 << 30)).quantize(Decimal('0.1'))}Gi"
 
 
+def requests_of(pods: list[dict[str, Any]]) -> dict[str, Decimal]:
+    """The CPU and memory the containers of ``pods`` request together (what the scheduler reserves)."""
+    containers = [c for pod in pods for c in pod["spec"]["containers"]]
+    return {r: sum((parse_quantity(c["resources"]["requests"].get(r, "0")) for c in containers), Decimal(0))
+            for r in ("cpu", "memory")}
+
+
 def default_storage_class(cluster: Cluster) -> str | None:
     classes = cluster.ask("StorageClass", lambda: client.StorageV1Api(cluster.api_client).list_storage_class())
-    for item in classes.get("items") or []:
-        annotations = item["metadata"].get("annotations") or {}
-        if annotations.get("storageclass.kubernetes.io/is-default-class") == "true":
-            return item["metadata"]["name"]
-    return None
+    return next((item["metadata"]["name"] for item in classes.get("items") or [] if diagnose.is_default_class(item)),
+                None)
 
 
 def plan(cluster: Cluster, attendee_list: list[Attendee], storage_class: str | None = None) -> Plan:
@@ -132,7 +138,8 @@ def plan(cluster: Cluster, attendee_list: list[Attendee], storage_class: str | N
     memory = sum((parse_quantity(n["status"]["allocatable"]["memory"]) for n in ready), Decimal(0))
     count = len(attendee_list)
     quota_cpu, quota_memory = parse_quantity(QUOTA["requests.cpu"]), parse_quantity(QUOTA["requests.memory"])
-    need_cpu, need_memory = count * MINIMUM_PER_ATTENDEE["cpu"], count * MINIMUM_PER_ATTENDEE["memory"]
+    minimum = requests_of(minimum_pods())
+    need_cpu, need_memory = count * minimum["cpu"], count * minimum["memory"]
     the_plan = Plan(
         room=attendee_list[0].room, attendees=[a.name for a in attendee_list], objects=objects,
         allocatable={"nodes": str(len(ready)), "cpu": _cpu(cpu), "memory": _gib(memory)},
@@ -147,7 +154,7 @@ def plan(cluster: Cluster, attendee_list: list[Attendee], storage_class: str | N
             f"too small: {count} attendees each running chapter 03's one training pod need {_cpu(need_cpu)} CPU "
             f"and {_gib(need_memory)} of memory at once; the ready nodes have {_cpu(cpu)} CPU and {_gib(memory)} "
             f"allocatable. Add nodes, or make the room smaller (at most "
-            f"{int(min(cpu / MINIMUM_PER_ATTENDEE['cpu'], memory / MINIMUM_PER_ATTENDEE['memory']))} attendees).")
+            f"{int(min(cpu / minimum['cpu'], memory / minimum['memory']))} attendees).")
     elif count * quota_cpu > cpu or count * quota_memory > memory:
         the_plan.notes.append(
             f"overcommitted: the quotas add up to {_cpu(count * quota_cpu)} CPU and {_gib(count * quota_memory)} "
@@ -243,7 +250,7 @@ def wait_for_jupyter(cluster: Cluster, attendee_list: list[Attendee], timeout: f
 
     wait_until(all_ready, timeout, interval=1.0, on_timeout=lambda: ClusterError(
         f"the JupyterLab of {', '.join(sorted(waiting))} is not ready after {timeout:.0f} s: "
-        "`kubectl -n NAMESPACE describe pod -l app.kubernetes.io/component=jupyterlab`"))
+        f"`kubectl -n NAMESPACE describe pod -l {manifests.COMPONENT_LABEL}=jupyterlab`"))
 
 
 def jupyter_forward(cluster: Cluster, who: Attendee) -> tuple[str, Any]:
@@ -278,8 +285,7 @@ def _cluster_scoped(cluster: Cluster, room: str) -> list[tuple[str, str]]:
 def leftovers(cluster: Cluster, room: str, namespaces: list[str]) -> list[str]:
     """Everything of the room still on the cluster: its namespaces (also Terminating), its cluster-wide
     objects, and volumes that its claims had and that are not deleted."""
-    answer = cluster.ask("Namespace", lambda: cluster.core.list_namespace(label_selector=f"{ROOM_LABEL}={room}"))
-    left = [f"Namespace/{i['metadata']['name']}" for i in answer.get("items") or []]
+    left = [f"Namespace/{name}" for name in cluster.room_namespaces(room, terminating=True)]
     left += [f"{kind}/{name}" for kind, name in _cluster_scoped(cluster, room)]
     volumes = cluster.ask("PersistentVolume", cluster.core.list_persistent_volume).get("items") or []
     left += [f"PersistentVolume/{v['metadata']['name']} ({(v.get('status') or {}).get('phase')}, was "
@@ -291,8 +297,7 @@ def leftovers(cluster: Cluster, room: str, namespaces: list[str]) -> list[str]:
 def down(cluster: Cluster, room: str, folder: Path | None = None, timeout: float = NAMESPACE_GONE_TIMEOUT) -> DownReport:
     """Delete every object labelled with the room, wait until it is gone, and list what is left."""
     started = time.monotonic()
-    answer = cluster.ask("Namespace", lambda: cluster.core.list_namespace(label_selector=f"{ROOM_LABEL}={room}"))
-    namespaces = sorted(i["metadata"]["name"] for i in answer.get("items") or [])
+    namespaces = cluster.room_namespaces(room, terminating=True)
     for namespace in namespaces:
         cluster.backend(namespace).delete([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}])
     scoped = _cluster_scoped(cluster, room)
@@ -310,9 +315,9 @@ def down(cluster: Cluster, room: str, folder: Path | None = None, timeout: float
     except TimeoutError:
         pass  # reported: `left` names what is still there
     if folder is not None:
-        for who in (Attendee(room, ns[len(room) + 1:]) for ns in namespaces):
-            kubeconfigs.path_of(folder, who).unlink(missing_ok=True)
-        (folder / f"{room}-kubeconfigs.zip").unlink(missing_ok=True)
+        for namespace in namespaces:
+            kubeconfigs.path_of(folder, Attendee.of_namespace(room, namespace)).unlink(missing_ok=True)
+        kubeconfigs.archive_path(folder, room).unlink(missing_ok=True)
     return DownReport(room, namespaces, [f"{k}/{n}" for k, n in scoped], left,
                       round(time.monotonic() - started, 2), cluster.calls)
 
@@ -417,8 +422,8 @@ def _safe_log(cluster: Cluster, pod: str, namespace: str) -> str:
 def attendee_checks(cluster: Cluster, room: str, folder: Path) -> list[Check]:
     """With the first two attendees' kubeconfigs: a Job is allowed at home and forbidden next door."""
     namespaces = cluster.room_namespaces(room)
-    people = [Attendee(room, ns[len(room) + 1:]) for ns in namespaces
-              if kubeconfigs.path_of(folder, Attendee(room, ns[len(room) + 1:])).is_file()]
+    people = [who for who in (Attendee.of_namespace(room, ns) for ns in namespaces)
+              if kubeconfigs.path_of(folder, who).is_file()]
     if not people:
         return [Check("attendee access", None, f"no room {room!r} with kubeconfigs in {folder} yet",
                       "run `room up` first")]
@@ -501,7 +506,7 @@ def status(cluster: Cluster, room: str) -> list[AttendeeStatus]:
         quotas = cluster.ask("ResourceQuota", lambda: cluster.core.list_namespaced_resource_quota(namespace))
         quota = ((quotas.get("items") or [{}])[0].get("status")) or {}
         rows.append(AttendeeStatus(
-            attendee=namespace[len(room) + 1:], namespace=namespace,
+            attendee=Attendee.of_namespace(room, namespace).name, namespace=namespace,
             chapters=sorted({c for c in map(_chapter_of, names) if c}),
             running=phases.count("Running"), failed=phases.count("Failed"), pending=pending,
             cpu_used=(quota.get("used") or {}).get("requests.cpu", "0"),
@@ -517,7 +522,3 @@ def _pending_reason(pod: dict[str, Any]) -> str:
                if (cs.get("state") or {}).get("waiting")]
     return ", ".join(waiting) or "starting"
 
-
-def each_attendee(rows: list[AttendeeStatus]) -> Iterator[dict[str, Any]]:
-    for row in rows:
-        yield asdict(row)

@@ -84,9 +84,13 @@ def write(folder: Path, who: Attendee, config: dict[str, Any]) -> Path:
     return path
 
 
+def archive_path(folder: Path, room: str) -> Path:
+    return folder / f"{room}-kubeconfigs.zip"
+
+
 def archive(folder: Path, room: str) -> Path:
     """All the room's kubeconfigs in one zip, to hand out (a chat, a USB stick)."""
-    target = folder / f"{room}-kubeconfigs.zip"
+    target = archive_path(folder, room)
     with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as zipped:
         for path in sorted(folder.glob("*.kubeconfig")):
             zipped.write(path, path.name)

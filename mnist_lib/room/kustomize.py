@@ -23,11 +23,11 @@ gives exactly :func:`~mnist_lib.room.objects.attendee_objects` of that attendee.
 
 from __future__ import annotations
 
+import functools
 import sys
-from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
-from mnist_lib.manifests import MANIFESTS_DIR, RUN_LABEL, kustomization, render_command, to_yaml
+from mnist_lib.manifests import MANIFESTS_DIR, RUN_LABEL, ManifestFile, kustomization, render_command
 from mnist_lib.room.objects import (ATTENDEE_LABEL, CLUSTER_READER_SUFFIX, DEFAULT_ROOM, Attendee, RoomError,
                                     attendee_objects, cluster_reader)
 
@@ -62,38 +62,22 @@ def overlay(who: Attendee) -> dict[str, Any]:
     )
 
 
-@dataclass(frozen=True)
-class TreeFile:
-    """One generated file of manifests/room/: its path there, what it is, how to use it, its content."""
-
-    path: str
-    title: str
-    usage: str
-    build: Callable[[], list[dict[str, Any]]]
-
-    def render(self) -> str:
-        header = [f"# {self.title}",
-                  "# Generated from mnist_lib/room/kustomize.py by `python -m mnist_lib.room.kustomize --write`:",
-                  "# edit the Python, not this file.",
-                  *[f"# {line}" for line in self.usage.splitlines()]]
-        return "\n".join(header) + "\n" + to_yaml(self.build())
-
-
+_File = functools.partial(ManifestFile, module="mnist_lib.room.kustomize")
 _OVERLAY = f"overlays/{EXAMPLE.name}"
 _ROOM = f"Room {DEFAULT_ROOM}'s ClusterRole"
 FILES = (
-    TreeFile("cluster-reader/kustomization.yaml", f"{_ROOM}: reading nodes and StorageClasses.",
+    _File("cluster-reader/kustomization.yaml", f"{_ROOM}: reading nodes and StorageClasses.",
              "Apply once per room: kubectl apply -k manifests/room/cluster-reader",
              lambda: [kustomization(resources=["cluster-reader.yaml"])]),
-    TreeFile("cluster-reader/cluster-reader.yaml", f"{_ROOM} (see kustomization.yaml).", "",
+    _File("cluster-reader/cluster-reader.yaml", f"{_ROOM} (see kustomization.yaml).", "",
              lambda: [cluster_reader(DEFAULT_ROOM)]),
-    TreeFile("base/kustomization.yaml", "One attendee's objects, for a placeholder attendee: the overlays' base.",
+    _File("base/kustomization.yaml", "One attendee's objects, for a placeholder attendee: the overlays' base.",
              "Do not apply it: apply an overlay (manifests/room/README.md).",
              lambda: [kustomization(resources=["attendee.yaml"])]),
-    TreeFile("base/attendee.yaml", f"Everything attendee {PLACEHOLDER.name!r} of room {DEFAULT_ROOM} gets "
+    _File("base/attendee.yaml", f"Everything attendee {PLACEHOLDER.name!r} of room {DEFAULT_ROOM} gets "
              f"(namespace {PLACEHOLDER.namespace}).", "The overlays replace the placeholder by an attendee.",
              lambda: attendee_objects(PLACEHOLDER)),
-    TreeFile(f"{_OVERLAY}/kustomization.yaml",
+    _File(f"{_OVERLAY}/kustomization.yaml",
              f"Attendee {EXAMPLE.name} of room {DEFAULT_ROOM}: namespace {EXAMPLE.namespace}.",
              f"Apply: kubectl apply -k manifests/room/{_OVERLAY}  (after manifests/room/cluster-reader)\n"
              f"Another attendee: copy this folder to overlays/<name> and replace {EXAMPLE.name} by <name>\n"
@@ -104,7 +88,7 @@ FILES = (
 
 def render_all() -> dict[str, str]:
     """Every generated file of manifests/room/, as text: {path under manifests/room: contents}."""
-    return {f.path: f.render() for f in FILES}
+    return {f.filename: f.render() for f in FILES}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

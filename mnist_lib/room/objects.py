@@ -24,7 +24,6 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 from mnist_lib import checks, manifests, settings
@@ -57,9 +56,6 @@ LIMIT_RANGE = {
     "defaultRequest": {"cpu": "100m", "memory": "128Mi"},
     "max": {"cpu": "4", "memory": "8Gi"},
 }
-# What an attendee needs at the very least at one time: chapter 03's one training pod (and the
-# volume helper beside it). `room plan` refuses a room whose nodes cannot give everyone that.
-MINIMUM_PER_ATTENDEE = {"cpu": Decimal("0.5"), "memory": Decimal(1 << 30) + Decimal(64 << 20)}
 
 # What the chapters do in their namespace, found by reading the backend (mnist_lib.cluster.kubernetes):
 # server-side apply is a PATCH that creates (so both verbs), the volume helper is reached by exec,
@@ -103,6 +99,11 @@ class Attendee:
     @property
     def labels(self) -> dict[str, str]:
         return {ROOM_LABEL: self.room, ATTENDEE_LABEL: self.name}
+
+    @classmethod
+    def of_namespace(cls, room: str, namespace: str) -> "Attendee":
+        """The attendee whose namespace ``namespace`` is (``<room>-<name>``)."""
+        return cls(room, namespace.removeprefix(f"{room}-"))
 
 
 def check_room_name(room: str) -> str:
@@ -184,6 +185,13 @@ def room_objects(attendee_list: list[Attendee], storage_class: str | None = None
 PROBE_SAYS = "image and DNS ok"
 
 
+def minimum_pods() -> list[dict[str, Any]]:
+    """What an attendee runs at the very least at one time: chapter 03's one training pod and the volume
+    helper beside it. `room plan` refuses a room whose nodes cannot give everyone their requests."""
+    job = manifests.training_job("ch03-job", manifests.run_config("ch03-job"))
+    return [{"kind": "Pod", "spec": job["spec"]["template"]["spec"]}, manifests.volume_helper()]
+
+
 def node_probe(node: str, image: str) -> dict[str, Any]:
     """A pod pinned to ``node`` (no scheduler): it pulls the course image, imports the course and
     resolves the API server's Service name, then exits. `room check` runs one per node."""
@@ -207,7 +215,7 @@ def prepull_daemonset(image: str, namespace: str = "kube-system") -> dict[str, A
     """A DaemonSet that keeps the course image on every node (docs/instructor.md): pull it the day before."""
     container = {"name": "hold", "image": image, "imagePullPolicy": "IfNotPresent", "command": ["sleep", "infinity"],
                  "resources": {"requests": {"cpu": "0", "memory": "16Mi"}, "limits": {"cpu": "50m", "memory": "64Mi"}}}
-    selector = {"app.kubernetes.io/name": "mnist-course-prepull"}
+    selector = {manifests.NAME_LABEL: "mnist-course-prepull"}
     return {"apiVersion": "apps/v1", "kind": "DaemonSet",
             "metadata": {"name": "mnist-course-prepull", "namespace": namespace, "labels": selector},
             "spec": {"selector": {"matchLabels": selector},

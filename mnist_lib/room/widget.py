@@ -18,7 +18,7 @@ import ipywidgets as w
 from mnist_lib.cluster.types import ClusterError
 from mnist_lib.room import admin
 
-STATUS_CLASS = "room-status"  # the CSS class a browser test finds the table by
+STATUS_CLASS = "room-status"  # the table's CSS class, for a page that styles or finds it
 
 
 def status_html(rows: list[admin.AttendeeStatus], when: str = "") -> str:
