@@ -88,9 +88,13 @@ def test_up_twice_changes_nothing_and_a_longer_list_adds_only_the_newcomer(
 def test_two_attendees_train_at_the_same_time_each_in_their_own_namespace(workshop_room: WorkshopRoom) -> None:
     results: dict[str, object] = {}
 
+    # Each kubeconfig is loaded here, one after the other: the kubernetes client writes a kubeconfig's CA to
+    # a temporary file, and two threads loading at once can read it half-written ("no certificate found").
+    backends = {a: as_attendee(workshop_room, a) for a in ("attendee-2", "attendee-3")}
+
     def train(attendee: str) -> None:
         try:
-            kube = as_attendee(workshop_room, attendee)
+            kube = backends[attendee]
             kube.prepare_namespace()  # what the course's get_backend does first: allowed for an attendee
             config = manifests.run_config("ch03-room", **SMALL)
             kube.delete_job("ch03-room")
