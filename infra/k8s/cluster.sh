@@ -11,7 +11,7 @@
 #   under $K8S_STATE/local-path when a pod first uses it).
 #   KWOK=1: no kubelet/containerd; kwok simulates nodes annotated kwok.x-k8s.io/node=fake.
 #
-# Usage: cluster.sh up | down [--purge] | status | import IMAGE... | install-operator
+# Usage: cluster.sh up | down [--purge] | status | import IMAGE... | install-operator | install-jobset
 # Binaries come from infra/k8s/build.sh (called by `up`; seconds when cached). See README.md.
 # Must run as root (network, mounts, iptables).
 set -euo pipefail
@@ -405,6 +405,30 @@ operator_webhook_wait() {
   timing "operator webhook" "validates TFJobs" "$t0"
 }
 
+# --- the JobSet controller, as a host process (cluster.sh install-jobset; not yet part of up) ------
+# Its webhooks get certificates made here with openssl (internal rotation off: jobset.py says why).
+jobset_up() {
+  local t0 certs=$K8S_STATE/jobset-certs
+  t0=$(now)
+  [ -x "$PYTHON" ] || die "no Python at $PYTHON (set PYTHON or run scripts/setup.sh)"
+  rm -rf "$certs" && mkdir -p "$certs"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=jobset-ca -keyout "$certs/ca.key" \
+    -out "$certs/ca.crt" >"$LOGS/jobset-setup.log" 2>&1 || die "openssl: the JobSet CA was not made"
+  openssl req -newkey rsa:2048 -nodes -subj /CN=jobset-webhook-service.jobset-system.svc \
+    -keyout "$certs/tls.key" -out "$certs/tls.csr" >>"$LOGS/jobset-setup.log" 2>&1 &&
+  openssl x509 -req -in "$certs/tls.csr" -CA "$certs/ca.crt" -CAkey "$certs/ca.key" -CAcreateserial -days 30 \
+    -extfile <(printf 'subjectAltName=DNS:jobset-webhook-service.jobset-system.svc,DNS:jobset-webhook-service.jobset-system.svc.cluster.local\n') \
+    -out "$certs/tls.crt" >>"$LOGS/jobset-setup.log" 2>&1 || die "openssl: the JobSet webhook certificate was not made"
+  "$PYTHON" "$HERE/jobset.py" config "$certs" >"$certs/config.yaml"
+  "$PYTHON" "$HERE/jobset.py" setup "$KUBECONFIG_FILE" "$JOBSET_MANIFESTS" "$NODE_IP" "$certs" \
+    >>"$LOGS/jobset-setup.log" 2>&1 || { tail -n 20 "$LOGS/jobset-setup.log" >&2; die "JobSet setup (CRD, webhooks) failed"; }
+  KUBECONFIG=$KUBECONFIG_FILE start jobset-controller "$JOBSET_BIN" --config "$certs/config.yaml"
+  wait_for jobset-controller 60 curl -sf http://127.0.0.1:18083/readyz
+  "$PYTHON" "$HERE/jobset.py" wait-webhook "$KUBECONFIG_FILE" "$LOGS/jobset-controller.log" \
+    >>"$LOGS/jobset-setup.log" 2>&1 || { tail -n 3 "$LOGS/jobset-setup.log" >&2; die "the JobSet webhooks do not answer"; }
+  timing "JobSet controller" "ready" "$t0"
+}
+
 # --- up ---------------------------------------------------------------------------------------
 traces_left() {  # anything of a cluster on this machine (ours, or a half-started one)?
   [ -d "$PIDS" ] || [ -d "$NODE_RUN" ] || ip -br addr show dev lo | grep -q " $NODE_IP/32" ||
@@ -511,7 +535,7 @@ node_down() {
     done
     for _ in $(seq 100); do ls /run/netns 2>/dev/null | grep -q '^cni-' || break; sleep 0.2; done
   fi
-  stop_all training-operator coredns kube-proxy kubelet kwok
+  stop_all jobset-controller training-operator coredns kube-proxy kubelet kwok
   [ -x "$K8S_BIN/kube-proxy" ] && "$K8S_BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true
   if [ -S "$CTRD_SOCK" ] && alive containerd; then   # remaining sandboxes and containers
     local t c
@@ -595,7 +619,7 @@ take_lock() {
 }
 
 cmd=${1:-}; shift || true
-case $cmd in up|down|import|install-operator) take_lock "$cmd" ;; esac
+case $cmd in up|down|import|install-operator|install-jobset) take_lock "$cmd" ;; esac
 case $cmd in
   up) up ;;
   down) [ "${1:-}" = --purge ] && PURGE=1; down ;;
@@ -608,5 +632,9 @@ case $cmd in
     need_running
     if alive training-operator; then echo "training operator already running"; operator_webhook_wait
     else "$HERE/build.sh" training-operator | sed 's/^/  build: /'; operator_up; fi ;;
-  *) echo "usage: cluster.sh up | down [--purge] | status | import IMAGE... | install-operator" >&2; exit 2 ;;
+  install-jobset)
+    need_running
+    if alive jobset-controller; then echo "JobSet controller already running"
+    else "$HERE/build.sh" jobset | sed 's/^/  build: /'; jobset_up; fi ;;
+  *) echo "usage: cluster.sh up | down [--purge] | status | import IMAGE... | install-operator | install-jobset" >&2; exit 2 ;;
 esac
